@@ -1,0 +1,79 @@
+"""Feast definitions of the flight-delay platform: entities, sources, feature views, service.
+
+Feature names and view names come from the one feature contract (`mlops.features`); the data
+files are written by `mlops prepare` into `data/` beside this file.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
+from feast.types import Float64, String
+
+from mlops import features as F
+
+# The DuckDB offline store reads a FileSource path as given (not relative to the repo), so the
+# sources are anchored here. In a cluster the same definitions point at object storage instead.
+_DATA = Path(__file__).resolve().parent / "data"
+
+_TYPES = {"numeric": Float64, "categorical": String}
+
+
+def _schema(features: tuple[F.Feature, ...]) -> list[Field]:
+    return [Field(name=f.name, dtype=_TYPES[f.kind], description=f.description) for f in features]
+
+
+# Entities ------------------------------------------------------------------------------------
+
+# An origin airport: the weather features hang off it.
+origin = Entity(name="origin", join_keys=[F.ORIGIN], value_type=ValueType.STRING,
+                description="Origin airport FAA code.")
+# A plane by tail number: its static attributes.
+tailnum = Entity(name="tailnum", join_keys=[F.TAILNUM], value_type=ValueType.STRING,
+                 description="Plane tail number.")
+# A carrier: its recent on-time record.
+carrier = Entity(name="carrier", join_keys=[F.CARRIER], value_type=ValueType.STRING,
+                 description="Two-letter carrier code.")
+
+# Sources -------------------------------------------------------------------------------------
+
+# Hourly weather observations per origin airport (UTC observation hour).
+weather_source = FileSource(name="weather", path=str(_DATA / "weather.parquet"),
+                  file_format=ParquetFormat(),
+                            timestamp_field=F.EVENT_TIMESTAMP)
+# Plane attributes, valid from before the first flight of the data.
+planes_source = FileSource(name="planes", path=str(_DATA / "planes.parquet"),
+                  file_format=ParquetFormat(),
+                           timestamp_field=F.EVENT_TIMESTAMP)
+# Carrier 7-day delay rates, stamped when the whole window has landed.
+carrier_stats_source = FileSource(name="carrier_stats", path=str(_DATA / "carrier_stats.parquet"),
+                  file_format=ParquetFormat(),
+                                  timestamp_field=F.EVENT_TIMESTAMP)
+
+# Feature views -------------------------------------------------------------------------------
+
+# Weather at the origin: an observation older than 3 h is too stale to describe a departure.
+origin_weather_hourly = FeatureView(
+    name=F.WEATHER_VIEW, entities=[origin], ttl=timedelta(hours=3),
+    schema=_schema(F.WEATHER_FEATURES), source=weather_source, online=True,
+)
+# Plane attributes never expire within the data.
+plane_attributes = FeatureView(
+    name=F.PLANE_VIEW, entities=[tailnum], ttl=timedelta(days=3650),
+    schema=_schema(F.PLANE_FEATURES), source=planes_source, online=True,
+)
+# A carrier's recent delay rate: published daily, stale after 3 days without a new value.
+carrier_delay_stats = FeatureView(
+    name=F.CARRIER_STATS_VIEW, entities=[carrier], ttl=timedelta(days=3),
+    schema=_schema(F.CARRIER_STATS_FEATURES), source=carrier_stats_source, online=True,
+)
+
+# Feature service -----------------------------------------------------------------------------
+
+# The one set of features that training (offline join) and serving (online read) both use.
+flight_delay_v1 = FeatureService(
+    name=F.FEATURE_SERVICE,
+    features=[origin_weather_hourly, plane_attributes, carrier_delay_stats],
+    description="Features of the flight delay model, shared by training and serving.",
+)

@@ -1,0 +1,3 @@
+"""Flight-delay MLOps platform: shared contract, data preparation, config and CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""The one feature contract of the platform.
+
+Feature names, the label, entity keys, slice keys and the feature views they come from are defined
+here once. The Feast repository, the ingest component, the TFT ``preprocessing_fn``, the trainer,
+the evaluator and the KServe transformer import these names; nothing else spells them.
+
+Only what is known before departure may be a feature: ``dep_time``, ``dep_delay``, ``arr_time``
+and ``air_time`` leak the label and never enter the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["categorical", "numeric"]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input.
+
+    Attributes:
+        name: Column name in the training set and the request.
+        kind: ``categorical`` (string, vocabulary) or ``numeric`` (float).
+        source: ``request`` when the caller sends it, else the Feast feature view it comes from.
+        description: One line for docs and the schema.
+    """
+
+    name: str
+    kind: Kind
+    source: str
+    description: str
+
+
+# Entity join keys: the Feast entities of the repository.
+ORIGIN = "origin"
+TAILNUM = "tailnum"
+CARRIER = "carrier"
+ENTITY_KEYS: tuple[str, ...] = (ORIGIN, TAILNUM, CARRIER)
+
+# Columns of the entity/label table that are not features.
+FLIGHT_ID = "flight_id"
+EVENT_TIMESTAMP = "event_timestamp"
+SPAN = "span"
+
+# The label: arrival delay over 15 minutes (the US DOT on-time definition).
+LABEL = "is_delayed"
+DELAY_THRESHOLD_MINUTES = 15.0
+
+# Feast feature view names.
+WEATHER_VIEW = "origin_weather_hourly"
+PLANE_VIEW = "plane_attributes"
+CARRIER_STATS_VIEW = "carrier_delay_stats"
+FEATURE_SERVICE = "flight_delay_v1"
+
+# Rolling aggregate settings: a carrier's delay rate over the last 7 days, published only once
+# every flight in its window can have arrived (see mlops.data for the bound that justifies 48 h).
+ROLLING_WINDOW_DAYS = 7
+ROLLING_PUBLISH_LAG_HOURS = 48
+
+REQUEST_FEATURES: tuple[Feature, ...] = (
+    Feature(CARRIER, "categorical", "request", "Two-letter carrier code."),
+    Feature(ORIGIN, "categorical", "request", "Origin airport (EWR, JFK, LGA)."),
+    Feature("dest", "categorical", "request", "Destination airport FAA code."),
+    Feature("distance", "numeric", "request", "Great-circle distance in miles."),
+    Feature("sched_dep_hour", "numeric", "request", "Scheduled departure hour, local time."),
+    Feature("day_of_week", "numeric", "request", "Day of week of the departure, Monday = 0."),
+    Feature("month", "numeric", "request", "Month of the departure, 1-12."),
+)
+
+WEATHER_FEATURES: tuple[Feature, ...] = (
+    Feature("temp", "numeric", WEATHER_VIEW, "Temperature at the origin, F."),
+    Feature("dewp", "numeric", WEATHER_VIEW, "Dew point at the origin, F."),
+    Feature("humid", "numeric", WEATHER_VIEW, "Relative humidity at the origin, %."),
+    Feature("wind_dir", "numeric", WEATHER_VIEW, "Wind direction, degrees."),
+    Feature("wind_speed", "numeric", WEATHER_VIEW, "Wind speed, mph."),
+    Feature("wind_gust", "numeric", WEATHER_VIEW, "Wind gust speed, mph (often absent)."),
+    Feature("precip", "numeric", WEATHER_VIEW, "Precipitation, inches."),
+    Feature("pressure", "numeric", WEATHER_VIEW, "Sea level pressure, millibars."),
+    Feature("visib", "numeric", WEATHER_VIEW, "Visibility, miles."),
+)
+
+PLANE_FEATURES: tuple[Feature, ...] = (
+    Feature("plane_year", "numeric", PLANE_VIEW, "Year the plane was manufactured."),
+    Feature("plane_seats", "numeric", PLANE_VIEW, "Number of seats."),
+    Feature("plane_engines", "numeric", PLANE_VIEW, "Number of engines."),
+    Feature("plane_manufacturer", "categorical", PLANE_VIEW, "Plane manufacturer."),
+    Feature("plane_engine", "categorical", PLANE_VIEW, "Engine type."),
+)
+
+CARRIER_STATS_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "carrier_delay_rate_7d",
+        "numeric",
+        CARRIER_STATS_VIEW,
+        "Share of the carrier's flights delayed > 15 min over 7 days, published 48 h later.",
+    ),
+    Feature(
+        "carrier_flights_7d",
+        "numeric",
+        CARRIER_STATS_VIEW,
+        "Number of the carrier's completed flights in that window.",
+    ),
+)
+
+FEAST_FEATURES: tuple[Feature, ...] = WEATHER_FEATURES + PLANE_FEATURES + CARRIER_STATS_FEATURES
+FEATURES: tuple[Feature, ...] = REQUEST_FEATURES + FEAST_FEATURES
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+CATEGORICAL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "categorical")
+NUMERIC_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "numeric")
+
+# Features the serving request must carry; the rest are looked up in the Feast online store.
+REQUEST_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in REQUEST_FEATURES)
+
+# Entity columns the request must carry so the online lookup can find the Feast features.
+REQUEST_ENTITY_KEYS: tuple[str, ...] = ENTITY_KEYS
+
+# Slices for evaluation and monitoring. `sched_hour_band` is derived by slice_values().
+SLICE_KEYS: tuple[str, ...] = (CARRIER, ORIGIN, "sched_hour_band")
+
+# Bounded label sets for per-slice Prometheus metrics; anything else is reported as "other".
+SLICE_ALLOWLIST: dict[str, tuple[str, ...]] = {
+    CARRIER: ("UA", "B6", "EV", "DL", "AA", "MQ", "US", "9E", "WN", "VX"),
+    ORIGIN: ("EWR", "JFK", "LGA"),
+    "sched_hour_band": ("night", "morning", "afternoon", "evening"),
+}
+OTHER_SLICE = "other"
+
+# Placeholder for a missing categorical value (absent plane record, unknown tail number).
+MISSING_CATEGORY = "__missing__"
+
+
+def feast_feature_refs() -> list[str]:
+    """Return the ``view:feature`` references of every Feast feature, in contract order."""
+    return [f"{f.source}:{f.name}" for f in FEAST_FEATURES]
+
+
+def hour_band(hour: float) -> str:
+    """Map a scheduled departure hour (0-23, local) to its slice band."""
+    if hour < 6:
+        return "night"
+    if hour < 12:
+        return "morning"
+    if hour < 18:
+        return "afternoon"
+    return "evening"
+
+
+def bounded_slice_value(key: str, value: str) -> str:
+    """Return ``value`` if it is on the allow-list of slice ``key``, else ``"other"``."""
+    return value if value in SLICE_ALLOWLIST.get(key, ()) else OTHER_SLICE
