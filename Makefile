@@ -1,0 +1,65 @@
+# Flight-delay MLOps platform. `make help` lists the targets.
+# Every target sets up what it needs: a fresh clone needs only Python 3.11 and make.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/uv/bin/uv
+UV_VERSION := 0.13.9
+BIN := $(VENV)/bin
+MLOPS := $(BIN)/mlops
+PYTEST_ARGS ?=
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install -q uv==$(UV_VERSION)
+
+# The pinned environment: rebuilt when a lock file or the package metadata changes.
+$(VENV)/.stamp: requirements.lock requirements-dev.lock pyproject.toml | $(UV)
+	test -x $(BIN)/python || $(UV) venv -q -p $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -r requirements.lock -r requirements-dev.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.stamp ## create or update the pinned environment (.venv)
+
+lock: | $(UV) ## re-resolve requirements*.lock from requirements*.in
+	$(UV) pip compile -q requirements.in --python-version 3.11 -o requirements.lock
+	$(UV) pip compile -q requirements-dev.in --python-version 3.11 -o requirements-dev.lock
+
+# Prepared Feast sources, registered definitions and a filled online store.
+feature_repo/data/.stamp: $(VENV)/.stamp mlops/data.py feature_repo/definitions.py feature_repo/feature_store.yaml
+	$(MLOPS) prepare
+	$(MLOPS) feast-apply
+	$(MLOPS) materialize
+	touch $@
+
+data: feature_repo/data/.stamp ## prepare the flights data, feast apply, materialize
+
+run: data ## run the main job locally
+	$(MLOPS) training-set
+
+test: venv ## run the test suite (unit, integration, e2e)
+	$(BIN)/pytest -m "unit or integration or e2e" $(PYTEST_ARGS)
+
+test-unit: venv ## run the fast unit tests only
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+lint: venv ## ruff format check, ruff lint, mypy
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy mlops components pipelines serving
+
+bench: data ## run the benchmarks; figures go to bench/results.json
+	$(BIN)/python -m bench.run
+
+clean: ## remove generated data and runs (keeps the environment)
+	rm -rf feature_repo/data runs registry
+
+.PHONY: help venv lock data run test test-unit lint bench clean
