@@ -1,0 +1,9 @@
+"""Container images of the pipeline components.
+
+One pinned environment, one image (as TFX does): every component runs in the component image
+built from ``images/components.Dockerfile``. Override the registry/tag when compiling with
+``mlops compile --image`` (the pipeline factory takes it as a parameter of compilation).
+"""
+
+COMPONENT_IMAGE = "ghcr.io/flight-delay-mlops/components:0.1.0"
+SERVING_IMAGE = "ghcr.io/flight-delay-mlops/serving:0.1.0"
