@@ -6,7 +6,7 @@ from kfp.dsl import Dataset, Output
 from components.images import COMPONENT_IMAGE
 
 
-@dsl.component(base_image=COMPONENT_IMAGE)
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def ingest_op(
     feature_repo: str,
     first_span: str,

@@ -1,0 +1,284 @@
+"""Train core: a wide-and-deep Keras classifier on the TFT output, exported for raw-feature serving.
+
+The model is built from the transformed feature spec, so it follows the feature contract without
+naming features: int64 features (vocabulary indices, buckets) get embeddings and a wide one-hot
+part, float features feed the deep part directly. All GPUs present are used through
+``tf.distribute.MirroredStrategy``, with mixed precision on GPU; on CPU it trains in float32.
+
+The exported SavedModel embeds the TFT graph: its ``serving_default`` signature takes one dense
+tensor per raw feature (``mlops.features.FEATURE_NAMES``; float32 with NaN for missing numerics,
+strings with ``b""`` for missing categoricals) and returns ``{"score": probability}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops import features as F
+
+
+@dataclass(frozen=True)
+class HyperParameters:
+    """Training settings; every one is a pipeline parameter."""
+
+    hidden_units: tuple[int, ...] = (64, 32)
+    embedding_dim: int = 8
+    learning_rate: float = 0.003
+    batch_size: int = 512
+    epochs: int = 8
+    patience: int = 2
+    dropout: float = 0.1
+    seed: int = 42
+    # Diagnostic knob for tests and ablations: train with this raw feature's values shuffled.
+    shuffled_feature: str | None = None
+
+    @classmethod
+    def from_json(cls, text: str) -> HyperParameters:
+        """Parse hyperparameters from JSON, rejecting unknown keys."""
+        raw = json.loads(text) if text else {}
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown hyperparameters: {', '.join(sorted(unknown))}")
+        if "hidden_units" in raw:
+            raw["hidden_units"] = tuple(raw["hidden_units"])
+        return cls(**raw)
+
+
+@dataclass
+class TrainResult:
+    """What training produced and measured."""
+
+    epochs_run: int
+    train_examples: int
+    examples_per_second: float
+    seconds: float
+    devices: list[str]
+    mixed_precision: bool
+    eval_auc: float
+    eval_loss: float
+    logistic_auc: float
+    majority_accuracy: float
+    eval_accuracy: float
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+
+def set_seeds(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow, and make TF ops deterministic where it can."""
+    import numpy as np
+    import tensorflow as tf
+
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def distribution_strategy() -> tuple[Any, bool]:
+    """MirroredStrategy over all GPUs (mixed precision on), else the default CPU strategy."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        tf.keras.mixed_precision.set_global_policy("mixed_float16")
+        return tf.distribute.MirroredStrategy(), True
+    return tf.distribute.get_strategy(), False
+
+
+def _feature_columns(tft_output: Any) -> tuple[dict[str, int], list[str]]:
+    """Split transformed features into categorical (with bucket counts) and numeric."""
+    import tensorflow as tf
+
+    categorical: dict[str, int] = {}
+    numeric: list[str] = []
+    for name, spec in sorted(tft_output.transformed_feature_spec().items()):
+        if name == F.LABEL:
+            continue
+        if spec.dtype == tf.int64:
+            categorical[name] = int(tft_output.num_buckets_for_transformed_feature(name))
+        else:
+            numeric.append(name)
+    return categorical, numeric
+
+
+def build_model(tft_output: Any, hp: HyperParameters, linear_only: bool = False) -> Any:
+    """A wide-and-deep binary classifier over the transformed features.
+
+    Args:
+        tft_output: The ``tft.TFTransformOutput`` of the transform step.
+        hp: Hyperparameters.
+        linear_only: Build the logistic-regression baseline (wide part only) instead.
+    """
+    import tensorflow as tf
+
+    categorical, numeric = _feature_columns(tft_output)
+    inputs: dict[str, Any] = {}
+    wide, deep = [], []
+    for name, buckets in categorical.items():
+        inp = tf.keras.Input(shape=(), name=name, dtype=tf.int64)
+        inputs[name] = inp
+        idx = tf.keras.layers.Lambda(lambda x, b=buckets: tf.clip_by_value(x, 0, b - 1))(inp)
+        wide.append(tf.keras.layers.CategoryEncoding(buckets, output_mode="one_hot")(idx))
+        if not linear_only:
+            emb = tf.keras.layers.Embedding(buckets, hp.embedding_dim, name=f"emb_{name}")(idx)
+            deep.append(emb)
+    for name in numeric:
+        inp = tf.keras.Input(shape=(), name=name, dtype=tf.float32)
+        inputs[name] = inp
+        col = tf.keras.layers.Reshape((1,))(inp)
+        wide.append(col)
+        deep.append(col)
+    wide_x = tf.keras.layers.Concatenate(name="wide")(wide)
+    if linear_only:
+        logit = tf.keras.layers.Dense(1, name="logit")(wide_x)
+    else:
+        x = tf.keras.layers.Concatenate(name="deep")(deep)
+        for units in hp.hidden_units:
+            x = tf.keras.layers.Dense(units, activation="relu")(x)
+            x = tf.keras.layers.Dropout(hp.dropout, seed=hp.seed)(x)
+        logit = tf.keras.layers.Add(name="logit")(
+            [tf.keras.layers.Dense(1)(x), tf.keras.layers.Dense(1)(wide_x)]
+        )
+    # The output stays float32 under mixed precision so the loss is computed stably.
+    prob = tf.keras.layers.Activation("sigmoid", dtype="float32", name="score")(logit)
+    model = tf.keras.Model(inputs=inputs, outputs=prob)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(hp.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[tf.keras.metrics.AUC(name="auc"), tf.keras.metrics.BinaryAccuracy("accuracy")],
+    )
+    return model
+
+
+def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
+    """Save ``model`` with the TFT layer inside and a signature over dense raw features."""
+    import tensorflow as tf
+
+    from components.transform.preprocessing import raw_dense_to_tft_inputs
+
+    tft_layer = tft_output.transform_features_layer()
+    specs = {
+        name: tf.TensorSpec([None], tf.float32 if name in F.NUMERIC_FEATURES else tf.string, name)
+        for name in F.FEATURE_NAMES
+    }
+
+    class ServingModule(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.tft_layer = tft_layer
+
+        @tf.function(input_signature=[specs])
+        def serve(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            transformed = self.tft_layer(raw_dense_to_tft_inputs(raw))
+            feats = {k: transformed[k] for k in self.model.input}
+            score = tf.reshape(tf.cast(self.model(feats, training=False), tf.float32), [-1])
+            return {"score": score}
+
+    module = ServingModule()
+
+    @tf.function(input_signature=list(specs.values()))
+    def serving_default(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+        return module.serve(dict(zip(specs, args, strict=True)))
+
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serving_default})
+
+
+def _evaluate_auc(model: Any, dataset: Any) -> tuple[float, float, float]:
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    return float(results["auc"]), float(results["loss"]), float(results["accuracy"])
+
+
+def train(
+    transform_dir: Path,
+    model_dir: Path,
+    log_dir: Path,
+    hp: HyperParameters | None = None,
+) -> TrainResult:
+    """Train the classifier and the baselines, export the serving model.
+
+    Args:
+        transform_dir: The transform step's output (``transform_graph/`` and ``transformed/``).
+        model_dir: Where to write the serving SavedModel.
+        log_dir: Where to write TensorBoard logs.
+        hp: Hyperparameters; defaults when omitted.
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from components.transform.core import load_transformed_dataset
+
+    hp = hp or HyperParameters()
+    set_seeds(hp.seed)
+    strategy, mixed = distribution_strategy()
+    tft_output = tft.TFTransformOutput(str(transform_dir / "transform_graph"))
+    batch = hp.batch_size * strategy.num_replicas_in_sync
+
+    def data(split: str, shuffle: bool) -> Any:
+        ds = load_transformed_dataset(transform_dir, split, batch, shuffle, hp.seed)
+        if hp.shuffled_feature and split == "train":
+            ds = _shuffle_feature(ds, f"{hp.shuffled_feature}_xf", hp.seed)
+        return ds
+
+    train_ds, eval_ds = data("train", True).cache(), data("eval", False).cache()
+    labels = np.concatenate([y.numpy().reshape(-1) for _, y in data("train", False)])
+    eval_labels = np.concatenate([y.numpy().reshape(-1) for _, y in eval_ds])
+    majority = int(labels.mean() >= 0.5)
+
+    with strategy.scope():
+        model = build_model(tft_output, hp)
+        baseline = build_model(tft_output, hp, linear_only=True)
+
+    callbacks = [
+        tf.keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max", patience=hp.patience, restore_best_weights=True
+        ),
+        tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch"),
+    ]
+    t0 = time.perf_counter()
+    history = model.fit(
+        train_ds, validation_data=eval_ds, epochs=hp.epochs, callbacks=callbacks, verbose=2
+    )
+    seconds = time.perf_counter() - t0
+    epochs_run = len(history.history["loss"])
+    baseline.fit(train_ds, epochs=max(2, hp.epochs // 2), verbose=0)
+
+    auc, loss, acc = _evaluate_auc(model, eval_ds)
+    logistic_auc, _, _ = _evaluate_auc(baseline, eval_ds)
+    export_serving_model(model, tft_output, model_dir)
+    return TrainResult(
+        epochs_run=epochs_run,
+        train_examples=len(labels),
+        examples_per_second=round(len(labels) * epochs_run / seconds, 1),
+        seconds=round(seconds, 2),
+        devices=[d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
+        or ["CPU"],
+        mixed_precision=mixed,
+        eval_auc=round(auc, 4),
+        eval_loss=round(loss, 4),
+        logistic_auc=round(logistic_auc, 4),
+        majority_accuracy=round(float((eval_labels == majority).mean()), 4),
+        eval_accuracy=round(acc, 4),
+        hyperparameters=asdict(hp),
+    )
+
+
+def _shuffle_feature(ds: Any, name: str, seed: int) -> Any:
+    """Permute one transformed feature within each batch, breaking its link to the label."""
+    import tensorflow as tf
+
+    def permute(feats: dict[str, Any], label: Any) -> tuple[dict[str, Any], Any]:
+        if name not in feats:
+            raise ValueError(f"cannot shuffle unknown feature {name}")
+        feats = dict(feats)
+        feats[name] = tf.random.shuffle(feats[name], seed=seed)
+        return feats, label
+
+    return ds.map(permute)
