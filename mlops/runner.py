@@ -1,0 +1,184 @@
+"""Compile, run locally and submit the training pipeline.
+
+The DAG itself lives in ``pipelines/training_pipeline.py`` and knows nothing of runners; this
+module is where it meets ``kfp.compiler``, ``kfp.local`` and ``kfp.Client``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mlops.report import StepRecord, build_report, read_task_outputs
+
+COMPILED_PIPELINE = Path("pipelines/training_pipeline.yaml")
+# Steps of the DAG in order, as kfp names the tasks (component function names, `_` -> `-`).
+STEPS = (
+    "ingest-op", "validate-op", "validation-gate-op", "transform-op", "train-op", "evaluate-op",
+    "push-op",
+)  # fmt: skip
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def compile_pipeline(out: Path = COMPILED_PIPELINE) -> Path:
+    """Compile the pipeline to KFP IR YAML (what `kfp pipeline create` uploads)."""
+    from kfp import compiler
+
+    from pipelines.training_pipeline import training_pipeline
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(training_pipeline, str(out))
+    return out
+
+
+def code_revision() -> str:
+    """The git commit of the working tree, with ``-dirty`` when it has changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{rev}-dirty" if dirty else rev
+
+
+class _StepTimer(logging.Filter):
+    """Observes kfp.local's task log lines to time each step.
+
+    kfp.local replaces the root logger's handlers while a pipeline runs, but keeps its filters,
+    so a filter is the one hook that sees every "Executing task" / "finished with status" line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: dict[str, StepRecord] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = _ANSI.sub("", str(record.getMessage()))
+        if m := re.match(r"Executing task '([^']+)'", msg):
+            self.steps[m.group(1)] = StepRecord(m.group(1), "RUNNING", started=record.created)
+        elif m := re.match(r"Task '([^']+)' finished with status (\w+)", msg):
+            step = self.steps.setdefault(m.group(1), StepRecord(m.group(1)))
+            step.status, step.finished = m.group(2), record.created
+        return True
+
+
+@dataclass
+class RunSummary:
+    """What a local run did and decided."""
+
+    run_name: str
+    status: str
+    run_dir: Path
+    report: Path
+    steps: list[StepRecord]
+    decisions: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        out = [f"run {self.run_name}: {self.status}"]
+        out += [
+            f"  {s.name:<13} {s.status:<8} " + ("" if s.seconds is None else f"{s.seconds:6.1f} s")
+            for s in self.steps
+        ]
+        out += [f"  {k}: {v}" for k, v in self.decisions.items()]
+        out += [f"  outputs: {self.run_dir}", f"  report:  {self.report}"]
+        return out
+
+
+def _decisions(steps: dict[str, StepRecord]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Pull the verdict, metrics, blessing and registry version out of the step outputs."""
+    decisions: dict[str, Any] = {}
+    evaluation = None
+    verdict = steps.get("validate-op")
+    if verdict and verdict.outputs:
+        for out in verdict.outputs.values():
+            meta = out.get("metadata", {})
+            if "ok" in meta:
+                decisions["validation"] = "passed" if meta["ok"] else "FAILED"
+                if not meta["ok"] and meta.get("summary"):
+                    decisions["validation report"] = meta["summary"]
+    ev = steps.get("evaluate-op")
+    if ev and ev.outputs:
+        metrics = ev.outputs.get("metrics", {}).get("metadata", {})
+        for key in ("auc", "log_loss", "accuracy", "baseline_auc"):
+            if key in metrics:
+                decisions[key] = round(float(metrics[key]), 4)
+        blessing = ev.outputs.get("blessing", {})
+        meta = blessing.get("metadata", {})
+        if "blessed" in meta:
+            decisions["blessed"] = meta["blessed"]
+            decisions["reasons"] = meta.get("reasons", "")
+        path = Path(blessing.get("path", ""))
+        if path.is_file():
+            evaluation = json.loads(path.read_text())
+    push = steps.get("push-op")
+    if push and push.outputs:
+        meta = push.outputs.get("pushed", {}).get("metadata", {})
+        decisions["pushed"] = meta.get("pushed")
+        decisions["registry version"] = meta.get("version") or None
+        decisions["push"] = meta.get("reason")
+    return decisions, evaluation
+
+
+def run_local(runs_dir: Path, arguments: dict[str, Any], run_name: str | None = None) -> RunSummary:
+    """Run the whole DAG with ``kfp.local`` in this environment and write the run report.
+
+    A failing step stops the run (kfp.local raises); the summary and report are written anyway.
+    """
+    from kfp import local
+
+    from pipelines.training_pipeline import training_pipeline
+
+    run_name = run_name or datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
+    root = (runs_dir / run_name).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    timer = _StepTimer()
+    logging.getLogger().addFilter(timer)
+    status = "SUCCESS"
+    t0 = time.perf_counter()
+    try:
+        training_pipeline(**arguments)
+    except RuntimeError as err:  # kfp.local's pipeline failure
+        status = f"FAILURE ({_ANSI.sub('', str(err))})"
+    finally:
+        logging.getLogger().removeFilter(timer)
+    wall = time.perf_counter() - t0
+
+    run_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    kfp_dir = run_dirs[-1] if run_dirs else root
+    steps: list[StepRecord] = []
+    for name in STEPS:
+        step = timer.steps.get(name, StepRecord(name))
+        step.outputs = read_task_outputs(kfp_dir / name)
+        steps.append(step)
+    by_name = {s.name: s for s in steps}
+    decisions, evaluation = _decisions(by_name)
+    decisions["wall time"] = f"{wall:.1f} s"
+    (root / "arguments.json").write_text(json.dumps(arguments, indent=2, default=str))
+    report = build_report(run_name, steps, decisions, root / "report.html", evaluation)
+    summary = RunSummary(run_name, status, kfp_dir, report, steps, decisions)
+    (root / "summary.json").write_text(
+        json.dumps(
+            {
+                "run_name": run_name, "status": status, "decisions": decisions,
+                "steps": [
+                    {"name": s.name, "status": s.status, "seconds": s.seconds} for s in steps
+                ],
+            },
+            indent=2, default=str,
+        )
+    )  # fmt: skip
+    return summary
