@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -65,9 +66,95 @@ def _cmd_training_set(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _window(cfg: PlatformConfig, args: argparse.Namespace) -> tuple[str, str]:
+    """The span window of a run: ``--through-month`` with the window length, or the config's."""
+    if args.through_month is None:
+        return cfg.first_span, cfg.last_span
+    last = int(args.through_month)
+    if not 1 <= last <= 12:
+        raise DataError(f"--through-month must be 1..12 (the 2013 spans), got {last}")
+    first = max(1, last - args.window_months + 1)
+    return f"2013-{first:02d}", f"2013-{last:02d}"
+
+
+def pipeline_arguments(cfg: PlatformConfig, args: argparse.Namespace) -> dict[str, object]:
+    """Pipeline parameters of a local run, from the config and flags."""
+    from mlops.runner import code_revision
+
+    first, last = _window(cfg, args)
+    arguments: dict[str, object] = {
+        "feature_repo": str(cfg.feature_repo.resolve()),
+        "first_span": first,
+        "last_span": last,
+        "eval_fraction": cfg.eval_fraction,
+        "registry_uri": _registry_uri(cfg),
+        "hyperparameters": args.hyperparameters,
+        "code_revision": code_revision(),
+    }
+    for name, value in (("min_auc", args.min_auc), ("max_auc_drop", args.max_auc_drop)):
+        if value is not None:
+            arguments[name] = value
+    return arguments
+
+
+def _registry_uri(cfg: PlatformConfig) -> str:
+    if "://" in cfg.registry_uri:
+        return cfg.registry_uri
+    return str(Path(cfg.registry_uri).resolve())
+
+
+def _cmd_run(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.data import is_prepared
+    from mlops.runner import run_local
+
+    if not is_prepared(cfg.data_dir):
+        raise DataError(f"{cfg.data_dir} has no prepared data; run `make data` first")
+    summary = run_local(cfg.runs_dir, pipeline_arguments(cfg, args), args.run_name)
+    print("\n".join(summary.lines()))
+    return 0 if summary.status == "SUCCESS" else 1
+
+
+def _cmd_compile(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.runner import compile_pipeline
+
+    out = compile_pipeline(Path(args.out))
+    print(f"compiled pipeline written to {out}")
+    return 0
+
+
+def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.runner import compile_pipeline
+    from mlops.submit import SubmitPlan, make_client, submit, version_name_for
+    from pipelines.training_pipeline import PIPELINE_NAME
+
+    package = compile_pipeline(Path(args.package))
+    first, last = _window(cfg, args)
+    arguments: dict[str, object] = {"first_span": first, "last_span": last}
+    for item in args.param or []:
+        key, _, value = item.partition("=")
+        arguments[key] = value
+    plan = SubmitPlan(
+        pipeline_name=PIPELINE_NAME,
+        version_name=version_name_for(package),
+        experiment=args.experiment,
+        run_name=args.run_name or f"{PIPELINE_NAME}-{first}-{last}",
+        package=package,
+        arguments=arguments,
+        cron=args.schedule,
+    )
+    client = make_client(args.host, args.token, args.namespace)
+    print(json.dumps(submit(client, plan), indent=2))
+    return 0
+
+
 def _cmd_config(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
+
+
+def _window_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--through-month", type=int, help="train on data up to this 2013 month")
+    p.add_argument("--window-months", type=int, default=2, help="months in the training window")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +179,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last-span", help="last monthly span, e.g. 2013-02")
     p.add_argument("--out", default="runs/training-set", help="output directory")
     p.set_defaults(func=_cmd_training_set)
+
+    p = sub.add_parser("run", help="run the training pipeline locally with kfp.local")
+    _window_flags(p)
+    p.add_argument("--hyperparameters", default="{}", help="trainer hyperparameters as JSON")
+    p.add_argument("--min-auc", type=float, help="absolute AUC a first model must reach")
+    p.add_argument("--max-auc-drop", type=float, help="largest AUC drop vs production")
+    p.add_argument("--run-name", help="name of the run directory under runs/")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
+    p.add_argument("--out", default="pipelines/training_pipeline.yaml")
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("submit", help="submit a run (or a schedule) to Kubeflow Pipelines")
+    _window_flags(p)
+    p.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API endpoint")
+    p.add_argument("--token", default=os.environ.get("KFP_TOKEN"), help="bearer token")
+    p.add_argument("--namespace", default=os.environ.get("KFP_NAMESPACE"), help="KFP namespace")
+    p.add_argument("--experiment", default="flight-delay", help="experiment to run in")
+    p.add_argument("--run-name", help="run (or recurring run) name")
+    p.add_argument("--schedule", help="cron expression: create a recurring run instead")
+    p.add_argument("--param", action="append", help="pipeline parameter KEY=VALUE")
+    p.add_argument("--package", default="pipelines/training_pipeline.yaml")
+    p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.set_defaults(func=_cmd_config)

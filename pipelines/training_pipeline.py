@@ -1,0 +1,152 @@
+"""The continuous-training DAG: ingest -> validate -> transform -> train -> evaluate -> push.
+
+One typed pipeline factory; every setting is a parameter. Compiling, running locally and
+submitting live in ``mlops.runner`` and the CLI, never here. Only component definitions are
+imported, so compiling stays free of TensorFlow, TFDV, TFT and Feast.
+
+Gating follows TFX's Pusher: there is no ``dsl.If`` (``kfp.local`` cannot run it); push reads the
+validation verdict and the blessing and does nothing, saying why, when either is negative. The
+same DAG runs locally and in the cluster.
+"""
+
+from kfp import dsl
+
+from components.evaluate.component import evaluate_op
+from components.gate.component import validation_gate_op
+from components.ingest.component import ingest_op
+from components.push.component import push_op
+from components.train.component import train_op
+from components.transform.component import transform_op
+from components.validate.component import validate_op
+
+PIPELINE_NAME = "flight-delay-training"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Continuous training of the flight-delay model on NYC 2013 flights, "
+    "from Feast features to a blessed, registered model.",
+)
+def training_pipeline(
+    feature_repo: str = "/opt/flight-delay/feature_repo",
+    first_span: str = "2013-01",
+    last_span: str = "2013-02",
+    eval_fraction: float = 0.2,
+    baseline_statistics_uri: str = "",
+    serving_statistics_uri: str = "",
+    beam_pipeline_args: list = [],  # noqa: B006 - KFP reads the default into the pipeline spec
+    hyperparameters: str = "{}",
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_count: int = 0,
+    registry_uri: str = "/opt/flight-delay/registry",
+    model_name: str = "flight-delay",
+    min_auc: float = 0.6,
+    max_log_loss: float = 0.69,
+    max_auc_drop: float = 0.01,
+    max_slice_auc_drop: float = 0.05,
+    min_slice_count: int = 200,
+    stop_on_invalid_data: bool = True,
+    code_revision: str = "",
+) -> None:
+    """Train on the spans ``first_span``..``last_span`` and push the model if it earns it.
+
+    Args:
+        feature_repo: Path of the Feast repository inside the component image (or a mounted one).
+        first_span: First monthly span of the training window (YYYY-MM).
+        last_span: Last monthly span of the training window.
+        eval_fraction: Share of the window, by time, held out for evaluation.
+        baseline_statistics_uri: Statistics to measure drift against ('' = the production
+            model's training statistics from the registry, if any).
+        serving_statistics_uri: Statistics of logged serving requests to measure skew against.
+        beam_pipeline_args: Beam options for TFDV/TFT, e.g. ["--runner=FlinkRunner", ...].
+        hyperparameters: JSON of trainer hyperparameters (see components/train/README.md).
+        gpu_type: Accelerator type to request for training.
+        gpu_count: GPUs for training; 0 trains on CPU.
+        registry_uri: Model registry (a directory or any fsspec URI).
+        model_name: Registered model name.
+        min_auc: Absolute AUC a first model must reach.
+        max_log_loss: Absolute log loss a first model must stay under.
+        max_auc_drop: Largest overall AUC drop against production that still blesses.
+        max_slice_auc_drop: Largest AUC drop of any gating slice against production.
+        min_slice_count: Slices with fewer eval examples are reported, not gating.
+        stop_on_invalid_data: Fail the run at the validation gate when the data is invalid
+            (else it runs on and push refuses the model).
+        code_revision: Git revision of the code that built the component image.
+    """
+    # Point-in-time training set from the Feast offline store, split by time.
+    ingest = ingest_op(
+        feature_repo=feature_repo,
+        first_span=first_span,
+        last_span=last_span,
+        eval_fraction=eval_fraction,
+    )
+    ingest.set_display_name("ingest").set_retry(2, backoff_duration="30s")
+    ingest.set_cpu_limit("2").set_memory_limit("8G")
+
+    # Statistics, anomalies against the curated schema, drift and skew: the data gate.
+    validate = validate_op(
+        train_data=ingest.outputs["train_data"],
+        eval_data=ingest.outputs["eval_data"],
+        baseline_statistics_uri=baseline_statistics_uri,
+        serving_statistics_uri=serving_statistics_uri,
+        registry_uri=registry_uri,
+        model_name=model_name,
+    )
+    validate.set_display_name("validate").set_cpu_limit("2").set_memory_limit("8G")
+
+    # A bad span stops here, after its report is written and before any compute is spent on it.
+    gate = validation_gate_op(
+        verdict=validate.outputs["verdict"], stop_on_invalid_data=stop_on_invalid_data
+    )
+    gate.set_display_name("validation-gate").set_caching_options(False)
+
+    # TFT analyze-and-transform on Beam; its graph is embedded in the served model.
+    transform = transform_op(
+        train_data=ingest.outputs["train_data"],
+        eval_data=ingest.outputs["eval_data"],
+        beam_pipeline_args=beam_pipeline_args,
+    )
+    transform.set_display_name("transform").set_cpu_limit("4").set_memory_limit("16G")
+    transform.after(gate)
+
+    # Wide-and-deep Keras training; GPUs when asked for, CPU otherwise.
+    train = train_op(
+        transform_graph=transform.outputs["transform_graph"],
+        transformed_examples=transform.outputs["transformed_examples"],
+        hyperparameters=hyperparameters,
+    )
+    train.set_display_name("train").set_cpu_limit("4").set_memory_limit("16G")
+    train.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
+    # Seeded training is reproducible, but a new image or data must retrain: no cache hits on
+    # stale models.
+    train.set_caching_options(False)
+
+    # Candidate vs production, overall and per slice: the model gate.
+    evaluate = evaluate_op(
+        eval_data=ingest.outputs["eval_data"],
+        model=train.outputs["model"],
+        registry_uri=registry_uri,
+        model_name=model_name,
+        min_auc=min_auc,
+        max_log_loss=max_log_loss,
+        max_auc_drop=max_auc_drop,
+        max_slice_auc_drop=max_slice_auc_drop,
+        min_slice_count=min_slice_count,
+    )
+    evaluate.set_display_name("evaluate").set_caching_options(False)
+
+    # Register and promote only a validated, blessed model; otherwise record why not.
+    push = push_op(
+        model=train.outputs["model"],
+        blessing=evaluate.outputs["blessing"],
+        validation=validate.outputs["verdict"],
+        transform_graph=transform.outputs["transform_graph"],
+        statistics=validate.outputs["statistics"],
+        registry_uri=registry_uri,
+        model_name=model_name,
+        ingest_result=ingest.outputs["Output"],
+        hyperparameters=hyperparameters,
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        code_revision=code_revision,
+    )
+    push.set_display_name("push").set_caching_options(False).set_retry(2)
