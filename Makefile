@@ -12,6 +12,7 @@ UV_VERSION := 0.13.9
 BIN := $(VENV)/bin
 MLOPS := $(BIN)/mlops
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,8 +43,17 @@ feature_repo/data/.stamp: $(VENV)/.stamp mlops/data.py feature_repo/definitions.
 
 data: feature_repo/data/.stamp ## prepare the flights data, feast apply, materialize
 
-run: data ## run the main job locally
-	$(MLOPS) training-set
+run: data ## run the training pipeline locally (kfp.local) and print what it decided
+	$(MLOPS) run $(RUN_ARGS)
+
+compile: venv ## compile the pipeline to pipelines/training_pipeline.yaml
+	$(MLOPS) compile
+
+report: venv ## screenshot the newest local run report to runs/report.png
+	bash tools/install-chromium.sh
+	$(BIN)/python -c "from pathlib import Path; from mlops.browser import screenshot; \
+	r = max(Path('runs').glob('*/report.html'), key=lambda p: p.stat().st_mtime); \
+	print(screenshot(r, Path('runs/report.png')))"
 
 test: venv ## run the test suite (unit, integration, e2e)
 	$(BIN)/pytest -m "unit or integration or e2e" $(PYTEST_ARGS)
@@ -62,4 +72,6 @@ bench: data ## run the benchmarks; figures go to bench/results.json
 clean: ## remove generated data and runs (keeps the environment)
 	rm -rf feature_repo/data runs registry
 
-.PHONY: help venv lock data run test test-unit lint bench clean
+-include mk/*.mk
+
+.PHONY: help venv lock data run compile report test test-unit lint bench clean
