@@ -1,0 +1,245 @@
+"""Rollout analysis: compare a canary with the stable version from Prometheus and decide.
+
+The same analysis drives both modes:
+
+- **cluster**: the InferenceService's ``canaryTrafficPercent`` moves in steps (10 -> 50 -> 100);
+  promotion removes the field, roll-back sets it to 0. The objects written are checked against
+  the KServe SDK's types before they are sent.
+- **local (shadow)**: both versions are served side by side and receive the same replayed
+  traffic; the analysis reads the same series and the ``production`` alias moves only on promote.
+
+Every decision is recorded in the registry's lineage of the canary version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from mlops import telemetry as T
+
+Decision = Literal["promote", "hold", "rollback"]
+TRAFFIC_STEPS: tuple[int, ...] = (10, 50, 100)
+
+
+@dataclass(frozen=True)
+class RolloutThresholds:
+    """When a canary is rolled back, held, or promoted."""
+
+    window: str = "5m"
+    min_requests: int = 200
+    max_error_rate: float = 0.02
+    max_error_rate_increase: float = 0.01
+    max_p99_ratio: float = 1.5
+    max_p99_seconds: float = 0.2
+    max_slice_positive_rate_shift: float = 0.15
+    max_slice_mean_score_shift: float = 0.10
+
+
+@dataclass
+class VersionStats:
+    """What Prometheus says about one served version over the window."""
+
+    version: str
+    requests: float
+    error_rate: float
+    p99_seconds: float
+    slice_positive_rate: dict[str, float] = field(default_factory=dict)
+    slice_mean_score: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutAnalysis:
+    """A decision with the evidence behind it."""
+
+    decision: Decision
+    reasons: list[str]
+    canary: VersionStats
+    stable: VersionStats
+    thresholds: RolloutThresholds
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, for lineage events and logs."""
+        return {
+            "decision": self.decision,
+            "reasons": self.reasons,
+            "canary": asdict(self.canary),
+            "stable": asdict(self.stable),
+            "thresholds": asdict(self.thresholds),
+        }
+
+
+class PrometheusClient:
+    """Minimal client of the Prometheus HTTP API (instant queries)."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Run an instant query; return the result vector."""
+        qs = urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{qs}", timeout=self.timeout) as r:
+            body = json.load(r)
+        if body.get("status") != "success":
+            raise RuntimeError(f"Prometheus query failed: {body.get('error', body)}: {promql}")
+        return list(body["data"]["result"])
+
+    def scalar(self, promql: str) -> float:
+        """A query expected to return at most one series; NaN when it returns none."""
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else math.nan
+
+    def by_slice(self, promql: str) -> dict[str, float]:
+        """A query returning one series per slice, keyed ``slice_key=slice_value``."""
+        out = {}
+        for series in self.query(promql):
+            labels = series["metric"]
+            out[f"{labels.get('slice_key')}={labels.get('slice_value')}"] = float(
+                series["value"][1]
+            )
+        return out
+
+
+def version_stats(prom: PrometheusClient, model: str, version: str, window: str) -> VersionStats:
+    """Collect one version's request, error, latency and per-slice prediction figures."""
+    sel = f'model="{model}",version="{version}"'
+    requests = prom.scalar(f"sum(increase({T.REQUESTS}{{{sel}}}[{window}]))")
+    errors = prom.scalar(f"sum(increase({T.REQUEST_ERRORS}{{{sel}}}[{window}]))")
+    p99 = prom.scalar(
+        f"histogram_quantile(0.99, sum by (le) (rate({T.STAGE_LATENCY}_bucket"
+        f'{{{sel},stage="total"}}[{window}])))'
+    )
+    positive = prom.by_slice(
+        f"sum by (slice_key, slice_value) (increase({T.PREDICTIONS}"
+        f'{{{sel},outcome="positive"}}[{window}])) / sum by (slice_key, slice_value) '
+        f"(increase({T.PREDICTIONS}{{{sel}}}[{window}]))"
+    )
+    mean_score = prom.by_slice(
+        f"sum by (slice_key, slice_value) (increase({T.PREDICTION_SCORE}_sum{{{sel}}}[{window}]))"
+        f" / sum by (slice_key, slice_value) (increase({T.PREDICTION_SCORE}_count{{{sel}}}"
+        f"[{window}]))"
+    )
+    requests = 0.0 if math.isnan(requests) else requests
+    errors = 0.0 if math.isnan(errors) else errors
+    return VersionStats(
+        version=version,
+        requests=requests,
+        error_rate=errors / requests if requests else 0.0,
+        p99_seconds=p99,
+        slice_positive_rate={k: v for k, v in positive.items() if not math.isnan(v)},
+        slice_mean_score={k: v for k, v in mean_score.items() if not math.isnan(v)},
+    )
+
+
+def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) -> RolloutAnalysis:
+    """Compare canary with stable: roll back on any breach, hold on too little data."""
+    reasons: list[str] = []
+    if canary.error_rate > th.max_error_rate:
+        reasons.append(
+            f"canary error rate {canary.error_rate:.3%} exceeds the limit {th.max_error_rate:.3%}"
+        )
+    if canary.error_rate - stable.error_rate > th.max_error_rate_increase:
+        reasons.append(
+            f"canary error rate {canary.error_rate:.3%} is more than "
+            f"{th.max_error_rate_increase:.3%} above stable {stable.error_rate:.3%}"
+        )
+    if not math.isnan(canary.p99_seconds):
+        if canary.p99_seconds > th.max_p99_seconds:
+            reasons.append(
+                f"canary p99 latency {canary.p99_seconds * 1000:.1f} ms exceeds "
+                f"{th.max_p99_seconds * 1000:.0f} ms"
+            )
+        if (
+            not math.isnan(stable.p99_seconds)
+            and stable.p99_seconds > 0
+            and canary.p99_seconds / stable.p99_seconds > th.max_p99_ratio
+        ):
+            reasons.append(
+                f"canary p99 {canary.p99_seconds * 1000:.1f} ms is more than "
+                f"{th.max_p99_ratio}x stable {stable.p99_seconds * 1000:.1f} ms"
+            )
+    for key in sorted(set(canary.slice_positive_rate) & set(stable.slice_positive_rate)):
+        shift = canary.slice_positive_rate[key] - stable.slice_positive_rate[key]
+        if abs(shift) > th.max_slice_positive_rate_shift:
+            reasons.append(
+                f"slice {key}: positive rate {canary.slice_positive_rate[key]:.3f} vs stable "
+                f"{stable.slice_positive_rate[key]:.3f} (shift {shift:+.3f}, limit "
+                f"{th.max_slice_positive_rate_shift})"
+            )
+    for key in sorted(set(canary.slice_mean_score) & set(stable.slice_mean_score)):
+        shift = canary.slice_mean_score[key] - stable.slice_mean_score[key]
+        if abs(shift) > th.max_slice_mean_score_shift:
+            reasons.append(
+                f"slice {key}: mean score {canary.slice_mean_score[key]:.3f} vs stable "
+                f"{stable.slice_mean_score[key]:.3f} (shift {shift:+.3f}, limit "
+                f"{th.max_slice_mean_score_shift})"
+            )
+    if reasons:
+        decision: Decision = "rollback"
+    elif canary.requests < th.min_requests or stable.requests < th.min_requests:
+        decision = "hold"
+        reasons.append(
+            f"not enough traffic yet: canary {canary.requests:.0f}, stable "
+            f"{stable.requests:.0f} requests (need {th.min_requests} each)"
+        )
+    else:
+        decision = "promote"
+        reasons.append(
+            f"canary within every threshold over {canary.requests:.0f} requests: error rate "
+            f"{canary.error_rate:.3%}, p99 {canary.p99_seconds * 1000:.1f} ms, "
+            f"{len(canary.slice_positive_rate)} slices compared"
+        )
+    return RolloutAnalysis(decision, reasons, canary, stable, th)
+
+
+def analyze(
+    prom: PrometheusClient, model: str, canary: str, stable: str, th: RolloutThresholds
+) -> RolloutAnalysis:
+    """Query Prometheus for both versions and decide."""
+    return decide(
+        version_stats(prom, model, canary, th.window),
+        version_stats(prom, model, stable, th.window),
+        th,
+    )
+
+
+def next_traffic_percent(current: int | None, decision: Decision) -> int | None:
+    """The canary traffic after a decision; ``None`` means promoted (field removed)."""
+    if decision == "rollback":
+        return 0
+    if decision == "hold":
+        return current if current is not None else TRAFFIC_STEPS[0]
+    later = [s for s in TRAFFIC_STEPS if current is None or s > current]
+    if not later or later[0] == 100:
+        return None
+    return later[0]
+
+
+def canary_patch(
+    isvc: dict[str, Any], storage_uri: str | None, traffic_percent: int | None
+) -> dict[str, Any]:
+    """The InferenceService after a rollout step (a copy; the input is left as it was).
+
+    Args:
+        isvc: The current InferenceService object.
+        storage_uri: The canary model's URI when a canary starts; ``None`` keeps the current one.
+        traffic_percent: New ``canaryTrafficPercent``; ``None`` removes it (promotion).
+    """
+    obj = json.loads(json.dumps(isvc))
+    predictor = obj.setdefault("spec", {}).setdefault("predictor", {})
+    model = predictor.get("model")
+    target = model if isinstance(model, dict) else predictor
+    if storage_uri is not None:
+        target["storageUri"] = storage_uri
+    if traffic_percent is None:
+        predictor.pop("canaryTrafficPercent", None)
+    else:
+        if not 0 <= traffic_percent <= 100:
+            raise ValueError(f"canaryTrafficPercent must be 0..100, got {traffic_percent}")
+        predictor["canaryTrafficPercent"] = traffic_percent
+    return obj
