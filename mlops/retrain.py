@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def retrain_if_needed(
     if not new:
         return result
     run_id = start_run(new)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     for cause in new:
         entries[cause.fingerprint] = {"cause": cause.describe(), "run": run_id, "at": now}
     ledger.save(entries)

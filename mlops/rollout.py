@@ -243,3 +243,122 @@ def canary_patch(
             raise ValueError(f"canaryTrafficPercent must be 0..100, got {traffic_percent}")
         predictor["canaryTrafficPercent"] = traffic_percent
     return obj
+
+
+ISVC_GROUP, ISVC_VERSION, ISVC_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+
+@dataclass
+class StepResult:
+    """One controller step: the analysis, the traffic it set and the alias it moved."""
+
+    analysis: RolloutAnalysis
+    traffic_percent: int | None
+    production_version: int | None
+
+
+def record_decision(
+    registry: Any, model_name: str, canary_version: int, analysis: RolloutAnalysis
+) -> int | None:
+    """Write the decision into the canary's lineage; move ``production`` only on promote.
+
+    Returns:
+        The production version after the step.
+    """
+    kind = {"promote": "promoted", "rollback": "rolled_back", "hold": "canary_held"}
+    registry.record_event(model_name, canary_version, kind[analysis.decision], analysis.to_dict())
+    if analysis.decision == "promote":
+        registry.set_alias(
+            model_name, "production", canary_version, reason="; ".join(analysis.reasons)
+        )
+    elif (
+        analysis.decision == "rollback"
+        and registry.aliases(model_name).get("candidate") == canary_version
+    ):
+        # The candidate alias must not keep pointing at a rolled-back version.
+        registry.remove_alias(model_name, "candidate")
+    current = registry.find(model_name, "production")
+    return None if current is None else current.version
+
+
+class ClusterRollout:
+    """Drives an InferenceService's canary through the Kubernetes API.
+
+    Each :meth:`step` reads the object, analyses the canary from Prometheus and writes the next
+    ``canaryTrafficPercent`` (10 -> 50 -> removed on promotion, 0 on roll-back). Objects are
+    checked against the KServe SDK's types before they are written.
+    """
+
+    def __init__(
+        self,
+        api: Any,
+        prom: PrometheusClient,
+        registry: Any,
+        name: str,
+        namespace: str,
+        model_name: str,
+        thresholds: RolloutThresholds,
+    ) -> None:
+        self.api, self.prom, self.registry = api, prom, registry
+        self.name, self.namespace, self.model_name = name, namespace, model_name
+        self.thresholds = thresholds
+
+    @classmethod
+    def from_kubeconfig(cls, **kwargs: Any) -> ClusterRollout:
+        """Build with in-cluster config, or the current kubeconfig context outside a cluster."""
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return cls(api=client.CustomObjectsApi(), **kwargs)
+
+    def _get(self) -> dict[str, Any]:
+        return dict(self.api.get_namespaced_custom_object(
+            ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name))  # fmt: skip
+
+    def _replace(self, obj: dict[str, Any]) -> None:
+        from mlops.k8s_validate import validate_inference_service
+
+        validate_inference_service(obj)
+        self.api.replace_namespaced_custom_object(
+            ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name, obj)  # fmt: skip
+
+    def start(self, canary_version: int) -> dict[str, Any]:
+        """Point the canary at a registry version with the first traffic step."""
+        version = self.registry.get(self.model_name, canary_version)
+        obj = canary_patch(self._get(), version.model_uri, TRAFFIC_STEPS[0])
+        self._replace(obj)
+        self.registry.record_event(
+            self.model_name,
+            canary_version,
+            "canary_started",
+            {
+                "traffic_percent": TRAFFIC_STEPS[0],
+                "inference_service": f"{self.namespace}/{self.name}",
+            },
+        )
+        return obj
+
+    def step(self, canary_version: int, stable_version: int) -> StepResult:
+        """Analyse and move traffic one step."""
+        obj = self._get()
+        current = obj.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
+        analysis = analyze(
+            self.prom, self.model_name, str(canary_version), str(stable_version), self.thresholds
+        )
+        traffic = next_traffic_percent(current, analysis.decision)
+        if traffic != current:
+            self._replace(canary_patch(obj, None, traffic))
+        if analysis.decision == "promote" and traffic is not None:
+            # A passing step below 100 % raises traffic; production moves only at the end.
+            self.registry.record_event(
+                self.model_name, canary_version, "canary_traffic_raised",
+                {"traffic_percent": traffic, **analysis.to_dict()},
+            )  # fmt: skip
+            current = self.registry.find(self.model_name, "production")
+            production = None if current is None else current.version
+        else:
+            production = record_decision(self.registry, self.model_name, canary_version, analysis)
+        return StepResult(analysis, traffic, production)
