@@ -1,0 +1,561 @@
+"""Evaluate core: score a candidate (and the production baseline), measure it overall and per
+slice, and decide the blessing.
+
+Pure functions over DataFrames, arrays and paths; ``component.py`` only resolves artifact paths,
+calls :func:`run_evaluation` and logs the KFP metrics. TensorFlow is imported inside
+:func:`score` only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from components.evaluate.metrics import (
+    BinaryMetrics,
+    binary_metrics,
+    calibration_table,
+    confusion,
+    roc_curve,
+)
+from mlops import features as F
+
+HOUR_BAND = "sched_hour_band"
+HOUR_COLUMN = "sched_dep_hour"
+SCORE_KEY = "score"
+SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Thresholds of the blessing.
+
+    Attributes:
+        threshold: Decision threshold for accuracy, precision, recall and the confusion matrix.
+        min_auc: First model only: the overall AUC it must reach.
+        max_log_loss: First model only: the overall log loss it must stay under (ln 2 = 0.693
+            is a coin flip).
+        max_calibration_error: First model only, optional: the highest expected calibration
+            error accepted.
+        max_auc_drop: With a baseline: the largest overall AUC drop accepted.
+        max_log_loss_increase: With a baseline: the largest overall log loss increase accepted.
+        max_slice_auc_drop: With a baseline: the largest AUC drop accepted in a slice.
+        max_slice_log_loss_increase: With a baseline: the largest log loss increase accepted in
+            a slice. AUC ranks within a slice only; this catches a model whose probabilities for
+            a whole slice went wrong (e.g. every flight of one carrier scored as delayed).
+        slice_max_auc_drop: Per-slice overrides of ``max_slice_auc_drop``, keyed ``"key"`` (all
+            slices of a key) or ``"key=value"`` (one slice); the most specific wins.
+        min_slice_count: Slices with fewer examples are reported but do not gate.
+    """
+
+    threshold: float = 0.5
+    min_auc: float = 0.6
+    max_log_loss: float = 0.69
+    max_calibration_error: float | None = None
+    max_auc_drop: float = 0.01
+    max_log_loss_increase: float = 0.02
+    max_slice_auc_drop: float = 0.05
+    max_slice_log_loss_increase: float = 0.05
+    slice_max_auc_drop: Mapping[str, float] = field(default_factory=dict)
+    min_slice_count: int = 200
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        bounds = (self.max_auc_drop, self.max_slice_auc_drop, self.max_log_loss_increase,
+                  self.max_slice_log_loss_increase)  # fmt: skip
+        if min(bounds) < 0:
+            raise ValueError("allowed AUC drops and log loss increases must be >= 0")
+        if self.min_slice_count < 1:
+            raise ValueError(f"min_slice_count must be >= 1, got {self.min_slice_count}")
+
+    def slice_drop(self, key: str, value: str) -> float:
+        """The AUC drop allowed in slice ``key=value``."""
+        for ref in (f"{key}={value}", key):
+            if ref in self.slice_max_auc_drop:
+                return float(self.slice_max_auc_drop[ref])
+        return self.max_slice_auc_drop
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        out = asdict(self)
+        out["slice_max_auc_drop"] = dict(self.slice_max_auc_drop)
+        return out
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """Metrics of one slice, candidate and baseline.
+
+    Attributes:
+        key: Slice key (``carrier``, ``origin``, ``sched_hour_band``).
+        value: Slice value, e.g. ``UA``.
+        count: Examples in the slice.
+        gating: Whether the slice can block the blessing (enough examples, AUC defined).
+        candidate: The candidate's metrics.
+        baseline: The baseline's metrics, if there is a baseline.
+        auc_delta: Candidate AUC minus baseline AUC.
+        log_loss_delta: Candidate log loss minus baseline log loss.
+        max_auc_drop: The AUC drop allowed in this slice.
+        regressions: What regressed beyond its bound (empty when nothing did or not gating).
+    """
+
+    key: str
+    value: str
+    count: int
+    gating: bool
+    candidate: BinaryMetrics
+    baseline: BinaryMetrics | None
+    auc_delta: float | None
+    log_loss_delta: float | None
+    max_auc_drop: float
+    regressions: tuple[str, ...] = ()
+
+    @property
+    def regressed(self) -> bool:
+        """Gating and some metric regressed beyond its bound."""
+        return bool(self.regressions)
+
+    @property
+    def name(self) -> str:
+        """``key=value``."""
+        return f"{self.key}={self.value}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "slice": self.name,
+            "key": self.key,
+            "value": self.value,
+            "count": self.count,
+            "gating": self.gating,
+            # Flat copies of the headline numbers, for tables that show scalar columns only.
+            "auc": self.candidate.auc,
+            "baseline_auc": self.baseline.auc if self.baseline else None,
+            "log_loss": self.candidate.log_loss,
+            "positive_rate": self.candidate.positive_rate,
+            "candidate": self.candidate.to_dict(),
+            "baseline": self.baseline.to_dict() if self.baseline else None,
+            "auc_delta": self.auc_delta,
+            "log_loss_delta": self.log_loss_delta,
+            "max_auc_drop": self.max_auc_drop,
+            "regressed": self.regressed,
+            "regressions": list(self.regressions),
+        }
+
+
+@dataclass
+class Evaluation:
+    """The evaluation of a candidate and its blessing.
+
+    Attributes:
+        blessed: Whether the candidate may be pushed.
+        reasons: One line per check, ``ok``/``FAIL``/``note``, naming the metric, slice and numbers.
+        overall: The candidate's overall metrics.
+        baseline_overall: The baseline's overall metrics, or ``None`` for a first model.
+        baseline_version: Registry version of the baseline, if any.
+        slices: Per-slice results.
+        regressed_slices: ``key=value`` of every gating slice that regressed.
+        config: The thresholds used.
+        roc: The candidate's ROC curve (``fpr``, ``tpr``, ``threshold``).
+        baseline_roc: The baseline's ROC curve.
+        confusion_matrix: ``[[tn, fp], [fn, tp]]`` at the threshold, rows = actual.
+        calibration: The candidate's calibration table (10 bins).
+        baseline_calibration: The baseline's calibration table.
+    """
+
+    blessed: bool
+    reasons: list[str]
+    overall: BinaryMetrics
+    baseline_overall: BinaryMetrics | None
+    baseline_version: int | None
+    slices: list[SliceResult]
+    regressed_slices: list[str]
+    config: EvalConfig
+    roc: dict[str, list[float]]
+    baseline_roc: dict[str, list[float]] | None
+    confusion_matrix: list[list[int]]
+    calibration: list[dict[str, float]]
+    baseline_calibration: list[dict[str, float]] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (nan becomes ``None``): the blessing artifact and ``evaluation.json``."""
+        raw = {
+            "blessed": self.blessed,
+            "reasons": self.reasons,
+            "baseline_version": self.baseline_version,
+            "overall": self.overall.to_dict(),
+            "baseline_overall": self.baseline_overall.to_dict() if self.baseline_overall else None,
+            "slices": [s.to_dict() for s in self.slices],
+            "regressed_slices": self.regressed_slices,
+            "config": self.config.to_dict(),
+            "roc": self.roc,
+            "baseline_roc": self.baseline_roc,
+            "confusion_matrix": self.confusion_matrix,
+            "calibration": self.calibration,
+            "baseline_calibration": self.baseline_calibration,
+        }
+        result: dict[str, Any] = _finite(raw)
+        return result
+
+    def summary(self) -> dict[str, float | int | None]:
+        """The overall metrics for lineage and ``mlops models list``."""
+        return self.overall.to_dict()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def slice_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """One string column per slice key of the contract; ``sched_hour_band`` from the hour.
+
+    Missing values become ``mlops.features.MISSING_CATEGORY`` so they form their own slice.
+    """
+    out = {}
+    for key in F.SLICE_KEYS:
+        if key == HOUR_BAND:
+            hours = pd.to_numeric(df[HOUR_COLUMN], errors="coerce")
+            col = hours.map(lambda h: F.MISSING_CATEGORY if pd.isna(h) else F.hour_band(h))
+        else:
+            col = df[key].astype(object).where(df[key].notna(), F.MISSING_CATEGORY).astype(str)
+        out[key] = col.to_numpy()
+    return pd.DataFrame(out, index=df.index)
+
+
+def labels(df: pd.DataFrame) -> np.ndarray:
+    """The 0/1 label column as float64.
+
+    Raises:
+        ValueError: The label column is missing or holds missing values.
+    """
+    if F.LABEL not in df.columns:
+        raise ValueError(f"eval data has no label column {F.LABEL!r}")
+    y = pd.to_numeric(df[F.LABEL], errors="coerce")
+    if y.isna().any():
+        raise ValueError(f"{int(y.isna().sum())} eval rows have no label")
+    return y.to_numpy(dtype=np.float64)
+
+
+def model_inputs(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The serving contract's dense raw inputs: float32 with NaN, or bytes with b"" missing."""
+    missing = [n for n in F.FEATURE_NAMES if n not in df.columns]
+    if missing:
+        raise ValueError(f"eval data lacks feature columns: {', '.join(missing)}")
+    inputs: dict[str, np.ndarray] = {}
+    for name in F.NUMERIC_FEATURES:
+        inputs[name] = pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float32)
+    for name in F.CATEGORICAL_FEATURES:
+        col = df[name]
+        inputs[name] = np.array(
+            [b"" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).encode()
+             for v in col.tolist()],
+            dtype=object,
+        )  # fmt: skip
+    return inputs
+
+
+def score(model_dir: str | Path, eval_df: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
+    """Scores of a SavedModel that follows the serving contract, one per row of ``eval_df``.
+
+    Raises:
+        ValueError: The model lacks the ``serving_default`` signature or its ``score`` output.
+    """
+    import tensorflow as tf  # heavy import kept out of module import
+
+    model = tf.saved_model.load(str(model_dir))
+    if SIGNATURE not in model.signatures:
+        raise ValueError(f"{model_dir} has no {SIGNATURE!r} signature")
+    fn = model.signatures[SIGNATURE]
+    inputs = model_inputs(eval_df)
+    n = len(eval_df)
+    out = np.empty(n, dtype=np.float64)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        batch = {
+            name: tf.constant(
+                values[start:stop], dtype=tf.float32 if name in F.NUMERIC_FEATURES else tf.string
+            )
+            for name, values in inputs.items()
+        }
+        result = fn(**batch)
+        if SCORE_KEY not in result:
+            raise ValueError(f"{model_dir} returns {sorted(result)}, not {SCORE_KEY!r}")
+        out[start:stop] = result[SCORE_KEY].numpy().reshape(-1)
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "undefined" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+def _delta(a: float, b: float) -> float | None:
+    d = a - b
+    return d if math.isfinite(d) else None
+
+
+def _slice_results(
+    eval_df: pd.DataFrame,
+    y: np.ndarray,
+    cand: np.ndarray,
+    base: np.ndarray | None,
+    config: EvalConfig,
+) -> list[SliceResult]:
+    columns = slice_columns(eval_df)
+    results = []
+    for key in F.SLICE_KEYS:
+        values = columns[key].to_numpy()
+        for value in sorted(set(values.tolist())):
+            mask = values == value
+            c = binary_metrics(y[mask], cand[mask], config.threshold)
+            b = binary_metrics(y[mask], base[mask], config.threshold) if base is not None else None
+            auc_delta = _delta(c.auc, b.auc) if b is not None else None
+            ll_delta = _delta(c.log_loss, b.log_loss) if b is not None else None
+            gating = c.count >= config.min_slice_count and math.isfinite(c.auc)
+            allowed = config.slice_drop(key, value)
+            regressions = []
+            if gating and b is not None:
+                if auc_delta is not None and auc_delta < -allowed:
+                    regressions.append(
+                        f"AUC {_fmt(c.auc)} vs baseline {_fmt(b.auc)}, drop {-auc_delta:.4f} > "
+                        f"allowed {allowed:.4f}"
+                    )
+                if ll_delta is not None and ll_delta > config.max_slice_log_loss_increase:
+                    regressions.append(
+                        f"log loss {_fmt(c.log_loss)} vs baseline {_fmt(b.log_loss)}, increase "
+                        f"{ll_delta:.4f} > allowed {config.max_slice_log_loss_increase:.4f}"
+                    )
+            results.append(
+                SliceResult(
+                    key, value, c.count, gating, c, b, auc_delta, ll_delta, allowed,
+                    tuple(regressions),
+                )
+            )  # fmt: skip
+    return results
+
+
+def evaluate(
+    eval_df: pd.DataFrame,
+    candidate_scores: np.ndarray,
+    baseline_scores: np.ndarray | None = None,
+    config: EvalConfig | None = None,
+    baseline_version: int | None = None,
+) -> Evaluation:
+    """Measure the candidate overall and per slice and decide the blessing.
+
+    Without a baseline (a first model) the candidate must meet the absolute thresholds. With
+    one, scored on the same rows, the overall AUC may not drop by more than ``max_auc_drop`` and
+    no gating slice (at least ``min_slice_count`` examples) by more than its allowed drop.
+
+    Args:
+        eval_df: Eval rows with the label and the slice columns.
+        candidate_scores: The candidate's scores, aligned with ``eval_df``.
+        baseline_scores: The production model's scores on the same rows, or ``None``.
+        config: Thresholds; defaults to ``EvalConfig()``.
+        baseline_version: Registry version of the baseline, recorded in the result.
+    """
+    config = config or EvalConfig()
+    y = labels(eval_df)
+    cand = np.asarray(candidate_scores, dtype=np.float64).ravel()
+    base = None if baseline_scores is None else np.asarray(baseline_scores, np.float64).ravel()
+    for name, scores in (("candidate", cand), ("baseline", base)):
+        if scores is not None and scores.size != y.size:
+            raise ValueError(f"{name} has {scores.size} scores for {y.size} eval rows")
+
+    overall = binary_metrics(y, cand, config.threshold)
+    base_overall = binary_metrics(y, base, config.threshold) if base is not None else None
+    slices = _slice_results(eval_df, y, cand, base, config)
+    failures: list[str] = []
+    passes: list[str] = []
+
+    if not math.isfinite(overall.auc):
+        failures.append(
+            f"FAIL overall AUC undefined: the {overall.count} eval rows hold one class only"
+        )
+    elif base_overall is None or not math.isfinite(base_overall.auc):
+        if base is not None:
+            passes.append("note baseline AUC undefined; compared with absolute thresholds")
+        checks: list[tuple[str, float, float, bool]] = [
+            ("AUC", overall.auc, config.min_auc, True),
+            ("log loss", overall.log_loss, config.max_log_loss, False),
+        ]
+        if config.max_calibration_error is not None:
+            checks.append(
+                ("calibration error", overall.calibration_error, config.max_calibration_error,
+                 False)
+            )  # fmt: skip
+        for metric, value, bound, higher_is_better in checks:
+            ok = value >= bound if higher_is_better else value <= bound
+            op = (">=" if ok else "<") if higher_is_better else ("<=" if ok else ">")
+            kind = "min" if higher_is_better else "max"
+            line = f"overall {metric} {_fmt(value)} {op} {kind} {_fmt(bound)} (first model)"
+            (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
+    else:
+        delta = overall.auc - base_overall.auc
+        ok = delta >= -config.max_auc_drop
+        line = (
+            f"overall AUC {_fmt(overall.auc)} vs baseline {_fmt(base_overall.auc)} "
+            f"(change {delta:+.4f}, allowed drop {config.max_auc_drop:.4f})"
+        )
+        (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
+        ll_delta = overall.log_loss - base_overall.log_loss
+        ok = ll_delta <= config.max_log_loss_increase
+        line = (
+            f"overall log loss {_fmt(overall.log_loss)} vs baseline {_fmt(base_overall.log_loss)}"
+            f" (change {ll_delta:+.4f}, allowed increase {config.max_log_loss_increase:.4f})"
+        )
+        (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
+        for s in slices:
+            if s.regressed:
+                failures.append(f"FAIL slice {s.name} (n={s.count}): " + "; ".join(s.regressions))
+        gating = [s for s in slices if s.gating and s.baseline is not None]
+        held = [s for s in gating if not s.regressed]
+        if held:
+            passes.append(
+                f"ok {len(held)} of {len(gating)} slices with >= {config.min_slice_count} "
+                f"examples within their allowed AUC drop and log loss increase"
+            )
+
+    small = [s for s in slices if s.count < config.min_slice_count]
+    if small:
+        names = ", ".join(f"{s.name} (n={s.count})" for s in small)
+        passes.append(
+            f"note {len(small)} slices with < {config.min_slice_count} examples reported, "
+            f"not gating: {names}"
+        )
+    one_class = [s for s in slices if s.count >= config.min_slice_count and not s.gating]
+    if one_class:
+        names = ", ".join(s.name for s in one_class)
+        passes.append(f"note slices with one class only (AUC undefined), not gating: {names}")
+
+    tn, fp, fn, tp = confusion(y, cand, config.threshold)
+    fpr, tpr, thr = roc_curve(y, cand)
+    baseline_roc = None
+    if base is not None:
+        bfpr, btpr, bthr = roc_curve(y, base)
+        baseline_roc = {"fpr": bfpr, "tpr": btpr, "threshold": bthr}
+    return Evaluation(
+        blessed=not failures,
+        reasons=failures + passes,
+        overall=overall,
+        baseline_overall=base_overall,
+        baseline_version=baseline_version,
+        slices=slices,
+        regressed_slices=[s.name for s in slices if s.regressed],
+        config=config,
+        roc={"fpr": fpr, "tpr": tpr, "threshold": thr},
+        baseline_roc=baseline_roc,
+        confusion_matrix=[[tn, fp], [fn, tp]],
+        calibration=calibration_table(y, cand),
+        baseline_calibration=calibration_table(y, base) if base is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class BaselineModel:
+    """The production model to compare with.
+
+    Attributes:
+        version: Its registry version.
+        model_dir: A local directory holding its SavedModel.
+    """
+
+    version: int
+    model_dir: Path
+
+
+def find_baseline(
+    registry_uri: str, model_name: str, alias: str, download_dir: Path
+) -> BaselineModel | None:
+    """The version ``alias`` points at, as a local SavedModel; ``None`` when there is none."""
+    from mlops.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_uri)
+    version = registry.find(model_name, alias)
+    if version is None:
+        return None
+    if version.is_local:
+        return BaselineModel(version.version, version.local_model_path)
+    return BaselineModel(
+        version.version, registry.download(model_name, version.version, download_dir)
+    )
+
+
+def run_evaluation(
+    eval_path: Path,
+    model_dir: Path,
+    registry_uri: str,
+    model_name: str,
+    config: EvalConfig,
+    report_path: Path,
+    blessing_path: Path,
+    baseline_alias: str = "production",
+) -> Evaluation:
+    """Evaluate a candidate against the registry's production model; write report and blessing.
+
+    If the baseline cannot score the eval data (e.g. the feature contract changed since it was
+    trained), the candidate is judged by the absolute thresholds and a reason says so.
+
+    Args:
+        eval_path: The eval split (parquet).
+        model_dir: The candidate's SavedModel.
+        registry_uri: The model registry.
+        model_name: The registered model whose ``baseline_alias`` is the baseline.
+        config: Thresholds.
+        report_path: Where to write the HTML report.
+        blessing_path: Where to write the blessing JSON (``Evaluation.to_dict()``).
+        baseline_alias: The alias of the baseline.
+    """
+    from components.evaluate.report import render_report
+
+    eval_df = pd.read_parquet(eval_path)
+    candidate = score(model_dir, eval_df)
+    notes: list[str] = []
+    baseline_scores = None
+    baseline_version = None
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = find_baseline(registry_uri, model_name, baseline_alias, Path(tmp))
+        if baseline is None:
+            notes.append(f"note no {baseline_alias} model in {registry_uri}: first model")
+        else:
+            try:
+                baseline_scores = score(baseline.model_dir, eval_df)
+                baseline_version = baseline.version
+            except Exception as err:  # any load/signature failure: fall back, and say why
+                notes.append(
+                    f"note baseline version {baseline.version} could not score the eval data "
+                    f"({type(err).__name__}: {err}); compared with absolute thresholds"
+                )
+    result = evaluate(eval_df, candidate, baseline_scores, config, baseline_version)
+    result.reasons.extend(notes)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render_report(result, model_name))
+    blessing_path.parent.mkdir(parents=True, exist_ok=True)
+    blessing_path.write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def read_blessing(path: Path) -> dict[str, Any]:
+    """Read a blessing JSON written by :func:`run_evaluation`.
+
+    Raises:
+        ValueError: The file is not a blessing (no boolean ``blessed``).
+    """
+    raw = json.loads(Path(path).read_text())
+    if not isinstance(raw, dict) or not isinstance(raw.get("blessed"), bool):
+        raise ValueError(f"{path} is not a blessing: it has no boolean 'blessed'")
+    return raw

@@ -1,0 +1,212 @@
+"""Push core: register a blessed, validated model and move its aliases; otherwise say why not.
+
+The gate is here rather than in the DAG (as TFX's Pusher does it): ``kfp.local`` cannot run
+``dsl.If``, so the same pipeline always runs push and push decides.
+
+A rejected candidate is, by default, not registered at all: the registry then holds only
+models that passed, and nothing downstream can pick a rejected one up by number. With
+``register_rejected=True`` it is registered for the record (its evaluation and lineage kept,
+``blessed`` false) and still no alias moves; ``production`` refuses unblessed versions anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops.registry import CANDIDATE, PRODUCTION, Lineage, ModelRegistry, code_revision
+
+VERDICT_FILE = "verdict.json"
+SCHEMA_FILE = "schema.pbtxt"
+# Overall metrics copied into the lineage summary (the full evaluation is stored beside it).
+SUMMARY_METRICS = ("auc", "log_loss", "accuracy", "precision", "recall", "calibration_error",
+                   "count", "positive_rate")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What push did.
+
+    Attributes:
+        pushed: Whether the model was registered and the aliases moved.
+        version: The registered version (also set when a rejected model was registered).
+        reason: Why it was or was not pushed, in one line.
+        aliases: Aliases that now point at ``version``.
+        model_uri: The registered SavedModel's URI (KServe ``storageUri``).
+    """
+
+    pushed: bool
+    version: int | None
+    reason: str
+    aliases: list[str] = field(default_factory=list)
+    model_uri: str | None = None
+
+    def to_json(self) -> str:
+        """As JSON, for logs and the component's return value."""
+        return json.dumps(asdict(self), indent=2)
+
+
+def read_validation(path: str | Path) -> dict[str, Any]:
+    """Read the validate component's verdict: a JSON file, or a directory holding
+    ``verdict.json``.
+
+    Raises:
+        ValueError: The verdict has no boolean ``ok``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / VERDICT_FILE
+    raw = json.loads(p.read_text())
+    if not isinstance(raw, dict) or not isinstance(raw.get("ok"), bool):
+        raise ValueError(f"{p} is not a validation verdict: it has no boolean 'ok'")
+    return raw
+
+
+def _gate(blessing: Mapping[str, Any], validation: Mapping[str, Any] | None) -> list[str]:
+    """Reasons not to push; empty when the model may be pushed."""
+    problems = []
+    if validation is None:
+        problems.append("no validation verdict was given")
+    elif not validation.get("ok"):
+        anomalies = validation.get("anomalies") or []
+        names = ", ".join(str(a.get("feature", a)) if isinstance(a, dict) else str(a)
+                          for a in anomalies[:5])  # fmt: skip
+        more = f" (+{len(anomalies) - 5} more)" if len(anomalies) > 5 else ""
+        problems.append(
+            f"data validation failed with {len(anomalies)} anomalies"
+            + (f": {names}{more}" if names else "")
+        )
+    if not blessing.get("blessed"):
+        failed = [r for r in blessing.get("reasons", []) if str(r).startswith("FAIL")]
+        problems.append("evaluation did not bless the model: " + ("; ".join(failed) or "no reason"))
+    return problems
+
+
+def build_lineage(
+    blessing: Mapping[str, Any],
+    validation: Mapping[str, Any] | None,
+    spans: Sequence[str],
+    train_hash: str | None,
+    eval_hash: str | None,
+    hyperparameters: Mapping[str, Any],
+    pipeline_run_id: str | None,
+    code_rev: str | None = None,
+    schema_hash: str | None = None,
+) -> Lineage:
+    """The lineage record of a candidate from its blessing and its pipeline inputs."""
+    if code_rev:
+        rev, dirty = code_rev, False
+    else:
+        rev, dirty = code_revision()
+    overall = blessing.get("overall") or {}
+    return Lineage(
+        spans=list(spans),
+        train_hash=train_hash,
+        eval_hash=eval_hash,
+        schema_hash=schema_hash,
+        code_revision=rev,
+        code_dirty=dirty,
+        hyperparameters=dict(hyperparameters),
+        metrics={k: overall.get(k) for k in SUMMARY_METRICS if k in overall},
+        baseline_version=blessing.get("baseline_version"),
+        blessed=bool(blessing.get("blessed")),
+        blessing_reasons=[str(r) for r in blessing.get("reasons", [])],
+        validation_ok=None if validation is None else bool(validation.get("ok")),
+        pipeline_run_id=pipeline_run_id,
+    )
+
+
+def push(
+    registry_uri: str,
+    model_name: str,
+    model_dir: str | Path,
+    blessing: Mapping[str, Any],
+    validation: Mapping[str, Any] | None,
+    spans: Sequence[str],
+    train_hash: str | None = None,
+    eval_hash: str | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    pipeline_run_id: str | None = None,
+    code_rev: str | None = None,
+    transform_dir: str | Path | None = None,
+    schema_path: str | Path | None = None,
+    statistics_dir: str | Path | None = None,
+    promote: bool = True,
+    register_rejected: bool = False,
+) -> PushResult:
+    """Register the model and move ``candidate`` (and ``production``) when it passed both gates.
+
+    Args:
+        registry_uri: The model registry.
+        model_name: Registered model name.
+        model_dir: The candidate SavedModel.
+        blessing: The evaluate component's blessing (``Evaluation.to_dict()``).
+        validation: The validate component's verdict (``{"ok": bool, "anomalies": [...]}``);
+            ``None`` counts as failed: push never ships unvalidated data's model.
+        spans: Data spans trained on.
+        train_hash: Content hash of the training split.
+        eval_hash: Content hash of the eval split.
+        hyperparameters: The trainer's hyperparameters.
+        pipeline_run_id: The KFP run id.
+        code_rev: Code revision; ``git rev-parse HEAD`` (or ``unknown``) when empty.
+        transform_dir: The TFT transform graph, stored with the version.
+        schema_path: The TFDV schema, stored with the version.
+        statistics_dir: The training data's TFDV statistics, stored with the version.
+        promote: Also move ``production`` (local mode). In the cluster deploy moves it after
+            the canary, so the pipeline passes ``False`` there.
+        register_rejected: Register a rejected model for the record, without aliases.
+    """
+    registry = ModelRegistry(registry_uri)
+    problems = _gate(blessing, validation)
+    if problems and not register_rejected:
+        return PushResult(False, None, "not pushed: " + "; ".join(problems))
+
+    lineage = build_lineage(
+        blessing, validation, spans, train_hash, eval_hash, hyperparameters or {},
+        pipeline_run_id, code_rev,
+    )  # fmt: skip
+    version = registry.register(
+        model_name, model_dir, lineage, dict(blessing), transform_dir, schema_path, statistics_dir
+    )
+    if problems:
+        return PushResult(
+            False,
+            version.version,
+            f"registered as version {version.version} for the record, no alias moved: "
+            + "; ".join(problems),
+            [],
+            version.model_uri,
+        )
+    registry.set_alias(model_name, CANDIDATE, version.version, reason="blessed and validated")
+    moved = [CANDIDATE]
+    if promote:
+        registry.set_alias(model_name, PRODUCTION, version.version, reason="pushed")
+        moved.append(PRODUCTION)
+    return PushResult(
+        True,
+        version.version,
+        f"pushed version {version.version}: blessed and validated; {', '.join(moved)} moved",
+        moved,
+        version.model_uri,
+    )
+
+
+def find_schema(*artifact_paths: str | Path) -> Path | None:
+    """The first ``schema.pbtxt`` in (or being) one of the given artifact paths, if any."""
+    for raw in artifact_paths:
+        p = Path(raw)
+        candidate = p if p.is_file() and p.name == SCHEMA_FILE else p / SCHEMA_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def parse_ingest_result(ingest_result: str) -> tuple[list[str], str | None, str | None]:
+    """Spans and content hashes from the ingest component's JSON result (empty -> nothing)."""
+    if not ingest_result.strip():
+        return [], None, None
+    raw = json.loads(ingest_result)
+    return list(raw.get("spans", [])), raw.get("train_hash"), raw.get("eval_hash")

@@ -1,0 +1,669 @@
+"""Model registry: numbered model versions with their lineage, and aliases that deploy moves.
+
+A registry is a directory tree on any fsspec filesystem (a local directory by default; ``s3://``,
+``gs://`` or ``memory://`` URIs work the same way)::
+
+    <uri>/<model_name>/aliases.json            {"production": 3, "candidate": 4}
+    <uri>/<model_name>/versions/<n>/.claim     exclusive claim of version number n
+    <uri>/<model_name>/versions/<n>/model/     the SavedModel (KServe storageUri points here)
+    <uri>/<model_name>/versions/<n>/transform_graph/   optional TFT transform graph
+    <uri>/<model_name>/versions/<n>/schema.pbtxt       optional TFDV schema
+    <uri>/<model_name>/versions/<n>/statistics/        optional TFDV statistics of the training data
+    <uri>/<model_name>/versions/<n>/evaluation.json    the evaluation (metrics, slices, blessing)
+    <uri>/<model_name>/versions/<n>/lineage.json       which data, code and parameters made it
+
+``lineage.json`` is written last: a version without it is an interrupted registration and is
+ignored (its number stays used, so numbers are never reused).
+
+Concurrency: a version number is claimed by creating ``.claim`` exclusively (``O_EXCL`` locally,
+a conditional put on object stores whose fsspec driver supports mode ``"xb"``), so two
+registrations never get the same number. Alias and event updates are read-modify-write under a
+lock: ``fcntl`` on a lock file for local registries (safe across processes), a process lock
+otherwise. Remote registries therefore expect one writer per model at a time for aliases, which
+the pipeline's push step and the rollout controller are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+DEFAULT_REGISTRY = "registry"
+DEFAULT_MODEL_NAME = "flight-delay"
+PRODUCTION = "production"
+CANDIDATE = "candidate"
+# Aliases that may only point at a blessed version: serving follows them.
+PROTECTED_ALIASES: tuple[str, ...] = (PRODUCTION,)
+
+ALIASES_FILE = "aliases.json"
+LINEAGE_FILE = "lineage.json"
+EVALUATION_FILE = "evaluation.json"
+CLAIM_FILE = ".claim"
+MODEL_DIR = "model"
+TRANSFORM_DIR = "transform_graph"
+SCHEMA_FILE = "schema.pbtxt"
+STATISTICS_DIR = "statistics"
+
+# Process-wide locks per (protocol, path): fcntl covers other processes, this covers threads and
+# in-process filesystems such as memory://.
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+class RegistryError(Exception):
+    """Raised for an unknown model, version or alias, or a refused registry operation."""
+
+
+class UnblessedVersionError(RegistryError):
+    """Raised when a protected alias (``production``) would point at an unblessed version."""
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def code_revision(repo_dir: Path | None = None) -> tuple[str, bool]:
+    """The git commit of the code and whether the working tree has uncommitted changes.
+
+    Returns ``("unknown", False)`` outside a git checkout (e.g. inside a component image).
+    """
+    cwd = str(repo_dir or Path(__file__).resolve().parents[1])
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return "unknown", False
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown", False
+    return rev.stdout.strip(), bool(status.stdout.strip())
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (any fsspec URI), e.g. of the schema for lineage."""
+    h = hashlib.sha256()
+    with fsspec.open(str(path), "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Lineage:
+    """Which data, code and parameters made a model version, and what happened to it since.
+
+    Attributes:
+        spans: Monthly data spans trained on, e.g. ``["2013-01", "2013-02"]``.
+        train_hash: Content hash of the training split (``mlops.data.content_hash``).
+        eval_hash: Content hash of the evaluation split.
+        schema_hash: SHA-256 of the TFDV schema file the data was validated against.
+        code_revision: Git commit of the code, or ``"unknown"``.
+        code_dirty: Whether the working tree had uncommitted changes at that commit.
+        hyperparameters: The trainer's hyperparameters.
+        metrics: Summary of the overall evaluation metrics (AUC, log loss, ...).
+        baseline_version: The production version the candidate was compared with, if any.
+        blessed: The evaluator's verdict.
+        blessing_reasons: Why it was (not) blessed, one check per line.
+        validation_ok: The data validation verdict (``None`` when not recorded).
+        pipeline_run_id: The KFP run that produced the version.
+        created_at: Registration time, UTC ISO 8601.
+        events: Deployment-state events appended later (alias moves, canary steps).
+    """
+
+    spans: list[str] = field(default_factory=list)
+    train_hash: str | None = None
+    eval_hash: str | None = None
+    schema_hash: str | None = None
+    code_revision: str = "unknown"
+    code_dirty: bool = False
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    baseline_version: int | None = None
+    blessed: bool = False
+    blessing_reasons: list[str] = field(default_factory=list)
+    validation_ok: bool | None = None
+    pipeline_run_id: str | None = None
+    created_at: str = field(default_factory=utc_now)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The lineage as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Lineage:
+        """Build from a dict, ignoring keys a newer writer may have added."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def describe(self) -> str:
+        """Answer "which data, code and parameters made this" in a few lines."""
+        dirty = " (uncommitted changes)" if self.code_dirty else ""
+        hp = json.dumps(self.hyperparameters, sort_keys=True)
+        return "\n".join(
+            [
+                f"data:   spans {', '.join(self.spans) or '-'}; train sha256 "
+                f"{_short(self.train_hash)}, eval sha256 {_short(self.eval_hash)}, "
+                f"schema sha256 {_short(self.schema_hash)}",
+                f"code:   {self.code_revision}{dirty}",
+                f"params: {hp}",
+                f"run:    {self.pipeline_run_id or '-'}, registered {self.created_at}",
+                f"gate:   blessed={self.blessed}, validation_ok={self.validation_ok}, "
+                f"baseline version {self.baseline_version or '-'}",
+            ]
+        )
+
+
+def _short(digest: str | None) -> str:
+    return digest[:12] if digest else "-"
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version.
+
+    Attributes:
+        model_name: The registered model.
+        version: Version number, from 1.
+        uri: The version directory: a local absolute path, or a URI with its protocol.
+        lineage: Its lineage record.
+        aliases: Aliases that point at it now.
+    """
+
+    model_name: str
+    version: int
+    uri: str
+    lineage: Lineage
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def model_uri(self) -> str:
+        """The SavedModel directory: what KServe's ``storageUri`` points at."""
+        return _join(self.uri, MODEL_DIR)
+
+    @property
+    def transform_uri(self) -> str:
+        """The TFT transform graph directory (present when it was registered)."""
+        return _join(self.uri, TRANSFORM_DIR)
+
+    @property
+    def schema_uri(self) -> str:
+        """The TFDV schema file (present when it was registered)."""
+        return _join(self.uri, SCHEMA_FILE)
+
+    @property
+    def statistics_uri(self) -> str:
+        """The training data's TFDV statistics directory (present when it was registered)."""
+        return _join(self.uri, STATISTICS_DIR)
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the version lives on the local filesystem."""
+        return "://" not in self.uri
+
+    def local_path(self) -> Path:
+        """The version directory as a local path.
+
+        Raises:
+            RegistryError: The registry is remote; download with ``ModelRegistry.download``.
+        """
+        if not self.is_local:
+            raise RegistryError(f"{self.uri} is not local; use ModelRegistry.download()")
+        return Path(self.uri)
+
+    @property
+    def local_model_path(self) -> Path:
+        """The SavedModel directory as a local path (local registries only)."""
+        return self.local_path() / MODEL_DIR
+
+
+def _exists(uri: str | Path) -> bool:
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    return bool(fs.exists(path))
+
+
+def _join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts)
+
+
+class ModelRegistry:
+    """A model registry on an fsspec filesystem.
+
+    Args:
+        uri: Registry root: a local directory (default ``registry``) or an fsspec URI.
+    """
+
+    def __init__(self, uri: str = DEFAULT_REGISTRY) -> None:
+        self.uri = uri
+        self.fs, self.root = fsspec.core.url_to_fs(uri)
+        protocol = self.fs.protocol
+        self.local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def _model_path(self, model_name: str) -> str:
+        if not model_name or "/" in model_name or model_name.startswith("."):
+            raise RegistryError(f"invalid model name {model_name!r}")
+        return _join(self.root, model_name)
+
+    def _version_path(self, model_name: str, version: int) -> str:
+        return _join(self._model_path(model_name), "versions", str(int(version)))
+
+    def _public(self, path: str) -> str:
+        return path if self.local else self.fs.unstrip_protocol(path)
+
+    # -- locking -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self, model_name: str) -> Iterator[None]:
+        """Serialise read-modify-write of aliases and lineage events for one model."""
+        key = f"{self.fs.protocol}:{self._model_path(model_name)}"
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            if not self.local:
+                yield
+                return
+            import fcntl  # POSIX only; local registries on this platform are POSIX
+
+            os.makedirs(self._model_path(model_name), exist_ok=True)
+            with open(_join(self._model_path(model_name), ".lock"), "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- JSON helpers --------------------------------------------------------------------------
+
+    def _read_json(self, path: str) -> Any:
+        with self.fs.open(path, "rb") as fh:
+            return json.loads(fh.read().decode())
+
+    def _write_json(self, path: str, value: Any) -> None:
+        """Write JSON so readers see the old or the new content, never a partial file."""
+        data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+        if self.local:
+            parent = os.path.dirname(path)
+            os.makedirs(parent, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; servers and other users read these
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)  # atomic rename on POSIX
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        else:
+            self.fs.pipe_file(path, data)  # one PUT: object stores replace objects atomically
+
+    def _copy_tree(self, source: str | Path, dest: str) -> None:
+        """Copy a directory (or one file) from a local path or fsspec URI into ``dest``."""
+        src_fs, src_root = fsspec.core.url_to_fs(str(source))
+        if src_fs.isfile(src_root):  # a single-file artifact keeps its name inside dest
+            self._copy_file(src_fs, src_root, _join(dest, posixpath.basename(src_root)))
+            return
+        if not src_fs.isdir(src_root):
+            raise RegistryError(f"not found: {source}")
+        for src in src_fs.find(src_root):
+            rel = posixpath.relpath(src, src_root)
+            self._copy_file(src_fs, src, _join(dest, rel))
+
+    def _copy_file(self, src_fs: fsspec.AbstractFileSystem, src: str, dest: str) -> None:
+        self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+        with src_fs.open(src, "rb") as fin, self.fs.open(dest, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+
+    # -- versions ------------------------------------------------------------------------------
+
+    def _claimed_numbers(self, model_name: str) -> list[int]:
+        base = _join(self._model_path(model_name), "versions")
+        if not self.fs.exists(base):
+            return []
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False)]
+        return sorted(int(n) for n in names if n.isdigit())
+
+    def _claim_version(self, model_name: str) -> int:
+        """Claim the next free version number by exclusive creation of its ``.claim`` file."""
+        taken = self._claimed_numbers(model_name)
+        n = (taken[-1] if taken else 0) + 1
+        for _ in range(10_000):
+            path = self._version_path(model_name, n)
+            self.fs.makedirs(path, exist_ok=True)
+            try:
+                # Memory filesystems check-then-create; the process lock makes that atomic too.
+                with (
+                    self._process_lock(model_name),
+                    self.fs.open(_join(path, CLAIM_FILE), "xb") as fh,
+                ):
+                    fh.write(utc_now().encode())
+                return n
+            except FileExistsError:
+                n += 1
+        raise RegistryError(f"could not claim a version number for {model_name}")
+
+    @contextlib.contextmanager
+    def _process_lock(self, model_name: str) -> Iterator[None]:
+        key = f"claim:{self.fs.protocol}:{self._model_path(model_name)}"
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def register(
+        self,
+        model_name: str,
+        model_dir: str | Path,
+        lineage: Lineage,
+        evaluation: Mapping[str, Any],
+        transform_dir: str | Path | None = None,
+        schema_path: str | Path | None = None,
+        statistics_dir: str | Path | None = None,
+    ) -> ModelVersion:
+        """Copy a model and its artifacts into a new version.
+
+        No alias moves here: call :meth:`set_alias` (push does, for blessed models only).
+
+        Args:
+            model_name: The registered model, e.g. ``flight-delay``.
+            model_dir: The SavedModel directory (local path or fsspec URI).
+            lineage: Its lineage record; ``schema_hash`` is filled from ``schema_path`` if unset.
+            evaluation: The evaluation (JSON-ready), stored as ``evaluation.json``.
+            transform_dir: The TFT transform graph directory, if any.
+            schema_path: The TFDV schema file, if any.
+            statistics_dir: The training data's TFDV statistics (validate's output), if any;
+                later runs measure drift against the production version's statistics.
+
+        Returns:
+            The new version.
+        """
+        lineage = Lineage.from_dict(lineage.to_dict())  # a copy: the caller's record stays as is
+        # Check the sources before claiming a number, so a typo does not burn a version.
+        for source in (model_dir, transform_dir, schema_path):
+            if source is not None and not _exists(source):
+                raise RegistryError(f"cannot register {model_name}: {source} does not exist")
+        version = self._claim_version(model_name)
+        path = self._version_path(model_name, version)
+        self._copy_tree(model_dir, _join(path, MODEL_DIR))
+        if transform_dir is not None:
+            self._copy_tree(transform_dir, _join(path, TRANSFORM_DIR))
+        if statistics_dir is not None:
+            self._copy_tree(statistics_dir, _join(path, STATISTICS_DIR))
+        if schema_path is not None:
+            src_fs, src = fsspec.core.url_to_fs(str(schema_path))
+            self._copy_file(src_fs, src, _join(path, SCHEMA_FILE))
+            if lineage.schema_hash is None:
+                lineage.schema_hash = file_hash(schema_path)
+        self._write_json(_join(path, EVALUATION_FILE), dict(evaluation))
+        lineage.events.append({"at": utc_now(), "kind": "registered", "details": {}})
+        # Written last: its presence marks the version complete.
+        self._write_json(_join(path, LINEAGE_FILE), lineage.to_dict())
+        return self.get(model_name, version)
+
+    def versions(self, model_name: str) -> list[ModelVersion]:
+        """Every complete version of the model, oldest first."""
+        aliases = self.aliases(model_name)
+        out = []
+        for n in self._claimed_numbers(model_name):
+            path = self._version_path(model_name, n)
+            if self.fs.exists(_join(path, LINEAGE_FILE)):
+                out.append(self._load(model_name, n, aliases))
+        return out
+
+    def _load(self, model_name: str, version: int, aliases: Mapping[str, int]) -> ModelVersion:
+        path = self._version_path(model_name, version)
+        lineage = Lineage.from_dict(self._read_json(_join(path, LINEAGE_FILE)))
+        names = tuple(sorted(a for a, v in aliases.items() if v == version))
+        return ModelVersion(model_name, version, self._public(path), lineage, names)
+
+    def get(self, model_name: str, version: int) -> ModelVersion:
+        """One version.
+
+        Raises:
+            RegistryError: The version does not exist (or its registration never finished).
+        """
+        path = self._version_path(model_name, version)
+        if not self.fs.exists(_join(path, LINEAGE_FILE)):
+            known = [v.version for v in self.versions(model_name)]
+            raise RegistryError(
+                f"{model_name} has no version {version}; versions: {known or 'none'}"
+            )
+        return self._load(model_name, version, self.aliases(model_name))
+
+    def latest(self, model_name: str) -> ModelVersion | None:
+        """The newest complete version, or ``None`` for a model with no versions."""
+        versions = self.versions(model_name)
+        return versions[-1] if versions else None
+
+    def lineage(self, model_name: str, version: int) -> Lineage:
+        """The lineage record of a version."""
+        return self.get(model_name, version).lineage
+
+    def evaluation(self, model_name: str, version: int) -> dict[str, Any]:
+        """The stored evaluation of a version."""
+        self.get(model_name, version)
+        path = self._version_path(model_name, version)
+        result: dict[str, Any] = self._read_json(_join(path, EVALUATION_FILE))
+        return result
+
+    def download(self, model_name: str, version: int, dest: Path) -> Path:
+        """Copy a version's SavedModel to a local directory and return that directory."""
+        self.get(model_name, version)
+        src = _join(self._version_path(model_name, version), MODEL_DIR)
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in self.fs.find(src):
+            target = dest / posixpath.relpath(f, src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(f, str(target))
+        return dest
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    def aliases(self, model_name: str) -> dict[str, int]:
+        """Alias name -> version number."""
+        path = _join(self._model_path(model_name), ALIASES_FILE)
+        if not self.fs.exists(path):
+            return {}
+        return {str(k): int(v) for k, v in self._read_json(path).items()}
+
+    def set_alias(self, model_name: str, alias: str, version: int, reason: str = "") -> None:
+        """Point ``alias`` at ``version`` and record the move in the version's lineage.
+
+        Raises:
+            RegistryError: The version does not exist or the alias name is a number.
+            UnblessedVersionError: A protected alias (``production``) would point at a version
+                the evaluator did not bless.
+        """
+        if not alias or alias.isdigit() or alias == "latest":
+            raise RegistryError(f"invalid alias name {alias!r}")
+        target = self.get(model_name, version)
+        if alias in PROTECTED_ALIASES and not target.lineage.blessed:
+            raise UnblessedVersionError(
+                f"refusing to point {alias!r} at {model_name} version {version}: it is not "
+                f"blessed ({'; '.join(target.lineage.blessing_reasons) or 'no reasons recorded'})"
+            )
+        with self._lock(model_name):
+            current = self.aliases(model_name)
+            previous = current.get(alias)
+            current[alias] = int(version)
+            self._write_json(_join(self._model_path(model_name), ALIASES_FILE), current)
+        details: dict[str, Any] = {"alias": alias, "previous_version": previous}
+        if reason:
+            details["reason"] = reason
+        self.record_event(model_name, version, "alias_set", details)
+
+    def remove_alias(self, model_name: str, alias: str) -> None:
+        """Remove an alias (no-op when absent). ``production`` can be moved, never removed.
+
+        Raises:
+            RegistryError: The alias is protected.
+        """
+        if alias in PROTECTED_ALIASES:
+            raise RegistryError(f"alias {alias!r} can be moved but not removed")
+        with self._lock(model_name):
+            current = self.aliases(model_name)
+            if current.pop(alias, None) is not None:
+                self._write_json(_join(self._model_path(model_name), ALIASES_FILE), current)
+
+    def resolve(self, model_name: str, alias_or_version: str | int) -> ModelVersion:
+        """A version by number (``3``, ``"3"``), alias (``"production"``) or ``"latest"``.
+
+        Raises:
+            RegistryError: No such version or alias.
+        """
+        ref = str(alias_or_version)
+        if ref.isdigit():
+            return self.get(model_name, int(ref))
+        if ref == "latest":
+            newest = self.latest(model_name)
+            if newest is None:
+                raise RegistryError(f"{model_name} has no versions")
+            return newest
+        aliases = self.aliases(model_name)
+        if ref not in aliases:
+            known = ", ".join(sorted(aliases)) or "none"
+            raise RegistryError(f"{model_name} has no alias {ref!r}; aliases: {known}")
+        return self.get(model_name, aliases[ref])
+
+    def find(self, model_name: str, alias: str) -> ModelVersion | None:
+        """The version an alias points at, or ``None`` when the alias is not set."""
+        version = self.aliases(model_name).get(alias)
+        return None if version is None else self.get(model_name, version)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def record_event(
+        self, model_name: str, version: int, kind: str, details: Mapping[str, Any] | None = None
+    ) -> Lineage:
+        """Append a deployment-state event (e.g. ``canary_started``, ``promoted``,
+        ``rolled_back``) to a version's lineage and return the updated lineage."""
+        path = _join(self._version_path(model_name, version), LINEAGE_FILE)
+        with self._lock(model_name):
+            if not self.fs.exists(path):
+                raise RegistryError(f"{model_name} has no version {version}")
+            lineage = Lineage.from_dict(self._read_json(path))
+            lineage.events.append({"at": utc_now(), "kind": kind, "details": dict(details or {})})
+            self._write_json(path, lineage.to_dict())
+        return lineage
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def add_models_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``mlops models list|show`` to the CLI's subparsers."""
+    p = sub.add_parser("models", help="list and inspect registered model versions")
+    p.add_argument("--registry", default=None, help=f"registry URI (default {DEFAULT_REGISTRY})")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")
+    models_sub = p.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="table of versions, their spans, AUC, blessing, aliases")
+    show = models_sub.add_parser("show", help="lineage and evaluation summary of one version")
+    show.add_argument("ref", help="version number, alias (production, candidate) or latest")
+    show.add_argument("--json", action="store_true", help="print lineage and evaluation as JSON")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "-" if value is None else str(value)
+
+
+def format_versions(versions: list[ModelVersion]) -> str:
+    """The ``mlops models list`` table."""
+    header = ("VERSION", "CREATED", "SPANS", "AUC", "BLESSED", "ALIASES")
+    rows = [header]
+    for v in versions:
+        spans = v.lineage.spans
+        span = f"{spans[0]}..{spans[-1]}" if len(spans) > 1 else (spans[0] if spans else "-")
+        rows.append(
+            (
+                str(v.version),
+                v.lineage.created_at,
+                span,
+                _fmt(v.lineage.metrics.get("auc")),
+                "yes" if v.lineage.blessed else "no",
+                ",".join(v.aliases) or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def format_version(v: ModelVersion, evaluation: Mapping[str, Any]) -> str:
+    """The ``mlops models show`` text: lineage, blessing and evaluation summary."""
+    lines = [
+        f"{v.model_name} version {v.version}  aliases: {', '.join(v.aliases) or '-'}",
+        f"uri:    {v.uri}",
+        v.lineage.describe(),
+        "metrics: " + ", ".join(f"{k}={_fmt(val)}" for k, val in sorted(v.lineage.metrics.items())),
+        "reasons:",
+        *[f"  - {r}" for r in v.lineage.blessing_reasons],
+    ]
+    regressed = evaluation.get("regressed_slices") or []
+    if regressed:
+        lines.append(f"regressed slices: {', '.join(regressed)}")
+    if v.lineage.events:
+        lines.append("events:")
+        for e in v.lineage.events:
+            detail = json.dumps(e.get("details", {}), sort_keys=True)
+            lines.append(f"  {e.get('at')}  {e.get('kind')}  {detail}")
+    return "\n".join(lines)
+
+
+def cli_models(args: argparse.Namespace, default_registry: str = DEFAULT_REGISTRY) -> int:
+    """Run ``mlops models list|show``; returns the exit code."""
+    registry = ModelRegistry(args.registry or default_registry)
+    try:
+        if args.models_command == "list":
+            versions = registry.versions(args.model_name)
+            if not versions:
+                print(f"no versions of {args.model_name} in {registry.uri}")
+                return 0
+            print(format_versions(versions))
+            return 0
+        v = registry.resolve(args.model_name, args.ref)
+        evaluation = registry.evaluation(args.model_name, v.version)
+        if args.json:
+            print(
+                json.dumps(
+                    {"version": v.version, "uri": v.uri, "aliases": list(v.aliases),
+                     "lineage": v.lineage.to_dict(), "evaluation": evaluation},
+                    indent=2,
+                )
+            )  # fmt: skip
+        else:
+            print(format_version(v, evaluation))
+        return 0
+    except RegistryError as err:
+        print(f"mlops models: error: {err}", file=sys.stderr)
+        return 2
