@@ -12,11 +12,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mlops.config import PlatformConfig, load_config
-from mlops.data import DataError
+from mlops.errors import DataError
 
 
 def _cmd_prepare(cfg: PlatformConfig, args: argparse.Namespace) -> int:
@@ -43,8 +43,8 @@ def _cmd_feast_apply(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 def _cmd_materialize(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from mlops.feast_ops import materialize
 
-    end = datetime.fromisoformat(args.end).replace(tzinfo=timezone.utc)
-    start = datetime(2012, 12, 1, tzinfo=timezone.utc)
+    end = datetime.fromisoformat(args.end).replace(tzinfo=UTC)
+    start = datetime(2012, 12, 1, tzinfo=UTC)
     t0 = time.perf_counter()
     materialize(cfg.feature_repo, start, end)
     print(f"materialized features up to {end.isoformat()} in {time.perf_counter() - t0:.1f}s")
@@ -203,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", help="pipeline parameter KEY=VALUE")
     p.add_argument("--package", default="pipelines/training_pipeline.yaml")
     p.set_defaults(func=_cmd_submit)
+
+    from mlops.registry import add_models_parser, cli_models
+
+    add_models_parser(sub)
+    sub.choices["models"].set_defaults(func=lambda cfg, a: cli_models(a, _registry_uri(cfg)))
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.set_defaults(func=_cmd_config)

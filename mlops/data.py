@@ -25,10 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from mlops import features as F
+from mlops.errors import DataError
 
-
-class DataError(ValueError):
-    """Raised for missing or malformed input data, with a message naming the problem."""
+__all__ = ["DataError", "PreparedData", "prepare"]
 
 
 FLIGHTS_FILE = "flights.csv.zip"
@@ -107,8 +106,7 @@ def _numeric(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> None:
         if not pd.api.types.is_numeric_dtype(df[col]):
             bad = df[col][pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()]
             raise DataError(
-                f"{table}: column {col} must be numeric, found {bad.iloc[0]!r} "
-                f"in {len(bad)} rows"
+                f"{table}: column {col} must be numeric, found {bad.iloc[0]!r} in {len(bad)} rows"
             )
 
 

@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ def run_local(runs_dir: Path, arguments: dict[str, Any], run_name: str | None = 
 
     from pipelines.training_pipeline import training_pipeline
 
-    run_name = run_name or datetime.now(timezone.utc).strftime("run-%Y%m%d-%H%M%S")
+    run_name = run_name or datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
     root = (runs_dir / run_name).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))

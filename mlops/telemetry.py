@@ -11,7 +11,9 @@ REQUESTS = f"{PREFIX}_requests_total"  # counter{model, version, protocol}
 REQUEST_ERRORS = f"{PREFIX}_request_errors_total"  # counter{model, version, kind}
 STAGE_LATENCY = f"{PREFIX}_stage_latency_seconds"  # histogram{model, version, stage}
 PREDICTION_SCORE = f"{PREFIX}_prediction_score"  # histogram{model, version, slice_key, slice_value}
-PREDICTIONS = f"{PREFIX}_predictions_total"  # counter{model, version, slice_key, slice_value, outcome}
+PREDICTIONS = (
+    f"{PREFIX}_predictions_total"  # counter{model, version, slice_key, slice_value, outcome}
+)
 FEATURE_STALENESS = f"{PREFIX}_feature_staleness_seconds"  # histogram{model, version, view}
 MISSING_ENTITIES = f"{PREFIX}_missing_entities_total"  # counter{model, version, view}
 
@@ -22,7 +24,9 @@ OUTCOMES = ("positive", "negative")
 # Monitoring job (pushed to the Pushgateway or served by `mlops monitor`).
 FEATURE_DRIFT = f"{PREFIX}_feature_drift"  # gauge{feature, comparison in (drift, skew)}
 FEATURE_DRIFT_THRESHOLD = f"{PREFIX}_feature_drift_threshold"  # gauge{feature, comparison}
-SLICE_QUALITY = f"{PREFIX}_slice_quality"  # gauge{slice_key, slice_value, metric in (auc, accuracy)}
+SLICE_QUALITY = (
+    f"{PREFIX}_slice_quality"  # gauge{slice_key, slice_value, metric in (auc, accuracy)}
+)
 
 # Rollout controller.
 ROLLOUT_STATE = f"{PREFIX}_rollout_state"  # gauge{model, version, state}, 1 for the current state
