@@ -1,0 +1,245 @@
+"""Validate core: TFDV statistics, anomalies against the curated schema, drift and skew.
+
+The verdict blocks on schema anomalies (an unknown category, a missing column, a type change, a
+value out of range, too many missing values). Drift against a baseline (the production model's
+training statistics, or any given statistics) and skew against serving statistics are measured
+per feature with the schema's comparators (L-infinity for categorical features, Jensen-Shannon
+divergence for numeric ones) and reported; crossing a comparator threshold blocks only when
+``block_on_drift`` is set, because real data drifts with the seasons and a drift alarm calls for
+retraining, not for refusing it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mlops import features as F
+
+DEFAULT_SCHEMA = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
+STATS_FILE = "statistics.pb"
+SCHEMA_FILE = "schema.pbtxt"
+VERDICT_FILE = "verdict.json"
+ANOMALIES_FILE = "anomalies.pbtxt"
+
+
+@dataclass
+class Anomaly:
+    """One thing wrong with the data."""
+
+    feature: str
+    kind: str
+    description: str
+
+
+@dataclass
+class Verdict:
+    """The outcome of validation."""
+
+    ok: bool
+    anomalies: list[Anomaly] = field(default_factory=list)
+    drift: dict[str, float] = field(default_factory=dict)
+    drift_thresholds: dict[str, float] = field(default_factory=dict)
+    drifted: list[str] = field(default_factory=list)
+    skew: dict[str, float] = field(default_factory=dict)
+    skew_thresholds: dict[str, float] = field(default_factory=dict)
+    skewed: list[str] = field(default_factory=list)
+    rows: int = 0
+    baseline: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """The verdict as JSON (read by the validation gate and push)."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        """One line per anomaly, e.g. ``carrier: unexpected string values ...``."""
+        return "; ".join(f"{a.feature}: {a.description}" for a in self.anomalies)
+
+    def report_markdown(self) -> str:
+        """A human-readable report: verdict, anomalies per feature, drift and skew tables."""
+        lines = [f"# Data validation: {'PASSED' if self.ok else 'FAILED'}", ""]
+        lines.append(f"{self.rows} rows checked against the curated schema.")
+        if self.anomalies:
+            lines += ["", "## Anomalies", "", "| feature | anomaly | what is wrong |",
+                      "|---|---|---|"]  # fmt: skip
+            lines += [f"| {a.feature} | {a.kind} | {a.description} |" for a in self.anomalies]
+        for title, values, limits, crossed in (
+            ("Drift vs " + (self.baseline or "baseline"), self.drift, self.drift_thresholds,
+             self.drifted),
+            ("Skew vs serving", self.skew, self.skew_thresholds, self.skewed),
+        ):  # fmt: skip
+            if values:
+                lines += ["", f"## {title}", "", "| feature | value | threshold | crossed |",
+                          "|---|---|---|---|"]  # fmt: skip
+                for name in sorted(values, key=lambda n: -values[n]):
+                    mark = "**yes**" if name in crossed else "no"
+                    lines.append(f"| {name} | {values[name]:.4f} | {limits.get(name, 0):.4f} | "
+                                 f"{mark} |")  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+def load_schema(path: Path = DEFAULT_SCHEMA) -> Any:
+    """The curated TFDV schema."""
+    import tensorflow_data_validation as tfdv
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"schema not found: {path}")
+    return tfdv.load_schema_text(str(path))
+
+
+def stats_from_dataframe(df: Any) -> Any:
+    """TFDV statistics of the contract's columns present in ``df`` (features and label)."""
+    import tensorflow_data_validation as tfdv
+
+    columns = [c for c in (*F.FEATURE_NAMES, F.LABEL) if c in df.columns]
+    frame = df[columns].reset_index(drop=True)
+    for name in columns:
+        # Object columns of a categorical feature keep None for missing; numbers stay numbers.
+        if frame[name].dtype == object and name in F.CATEGORICAL_FEATURES:
+            frame[name] = frame[name].where(frame[name].notna(), None)
+    return tfdv.generate_statistics_from_dataframe(frame)
+
+
+def load_statistics(path: Path) -> Any:
+    """Statistics written by :func:`validate` (a file, or a directory holding one)."""
+    import tensorflow_data_validation as tfdv
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / STATS_FILE
+    return tfdv.load_statistics(str(path))
+
+
+def _anomalies(proto: Any) -> list[Anomaly]:
+    out = []
+    for feature, info in sorted(proto.anomaly_info.items()):
+        kinds = sorted({r.short_description for r in info.reason}) or [info.short_description]
+        out.append(Anomaly(feature, "; ".join(kinds), info.description))
+    if proto.HasField("dataset_anomaly_info"):
+        info = proto.dataset_anomaly_info
+        out.append(Anomaly("(dataset)", info.short_description, info.description))
+    return out
+
+
+def compare(
+    stats: Any, reference: Any, schema: Any, kind: Literal["drift", "skew"] = "drift"
+) -> tuple[dict[str, float], dict[str, float], list[str]]:
+    """Measure drift (vs previous statistics) or skew (vs serving statistics) per feature.
+
+    Returns:
+        (value per feature, threshold per feature, features over their threshold).
+    """
+    import tensorflow_data_validation as tfdv
+
+    if kind == "drift":
+        proto = tfdv.validate_statistics(stats, schema, previous_statistics=reference)
+    else:
+        proto = tfdv.validate_statistics(stats, schema, serving_statistics=reference)
+    values: dict[str, float] = {}
+    limits: dict[str, float] = {}
+    for info in proto.drift_skew_info:
+        name = ".".join(info.path.step)
+        for m in info.drift_measurements if kind == "drift" else info.skew_measurements:
+            values[name] = max(values.get(name, 0.0), float(m.value))
+            limits[name] = float(m.threshold)
+    crossed = sorted(n for n in values if values[n] > limits[n])
+    return values, limits, crossed
+
+
+def stats_html(stats: Any) -> str:
+    """A self-contained HTML view of the statistics: one table row per feature."""
+    rows = []
+    for feat in stats.datasets[0].features:
+        name = ".".join(feat.path.step)
+        if feat.HasField("num_stats"):
+            s = feat.num_stats
+            common = s.common_stats
+            detail = (f"mean {s.mean:.3f}, std {s.std_dev:.3f}, min {s.min:.3f}, "
+                      f"median {s.median:.3f}, max {s.max:.3f}, zeros {s.num_zeros}")  # fmt: skip
+        else:
+            s = feat.string_stats
+            common = s.common_stats
+            top = ", ".join(f"{v.value} ({int(v.frequency)})" for v in s.top_values[:5])
+            detail = f"{s.unique} unique; top: {top}"
+        total = common.num_non_missing + common.num_missing
+        missing = common.num_missing / total if total else 0.0
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{common.num_non_missing}</td>"
+                    f"<td>{missing:.1%}</td><td>{html.escape(detail)}</td></tr>")  # fmt: skip
+    n = stats.datasets[0].num_examples
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Statistics</title><style>"
+        "body{font-family:system-ui,sans-serif}td,th{border:1px solid #ddd;padding:2px 6px;"
+        "font-size:13px}table{border-collapse:collapse}</style></head><body>"
+        f"<h2>Statistics of {n} examples</h2><table><tr><th>feature</th><th>present</th>"
+        f"<th>missing</th><th>distribution</th></tr>{''.join(rows)}</table></body></html>"
+    )
+
+
+def validate(
+    train_path: Path,
+    out_dir: Path,
+    schema_path: Path = DEFAULT_SCHEMA,
+    previous_stats_path: Path | None = None,
+    serving_stats_path: Path | None = None,
+    block_on_drift: bool = False,
+    environment: str = "TRAINING",
+) -> Verdict:
+    """Validate a data span and write statistics, anomalies, the verdict and reports.
+
+    Args:
+        train_path: The span's data (parquet).
+        out_dir: Where to write ``statistics.pb``, ``schema.pbtxt``, ``anomalies.pbtxt``,
+            ``verdict.json``, ``statistics.html`` and ``report.md``.
+        schema_path: The curated schema.
+        previous_stats_path: Baseline statistics for drift (e.g. the production model's).
+        serving_stats_path: Statistics of served requests, for skew.
+        block_on_drift: Fail the verdict when a drift or skew comparator is crossed.
+        environment: Schema environment of the data (``TRAINING`` or ``SERVING``).
+    """
+    import pandas as pd
+    import tensorflow_data_validation as tfdv
+
+    schema = load_schema(schema_path)
+    df = pd.read_parquet(train_path)
+    stats = stats_from_dataframe(df)
+    anomalies = _anomalies(tfdv.validate_statistics(stats, schema, environment=environment))
+    verdict = Verdict(ok=not anomalies, anomalies=anomalies, rows=len(df))
+    if previous_stats_path is not None:
+        verdict.drift, verdict.drift_thresholds, verdict.drifted = compare(
+            stats, load_statistics(previous_stats_path), schema, "drift"
+        )
+        verdict.baseline = str(previous_stats_path)
+    if serving_stats_path is not None:
+        verdict.skew, verdict.skew_thresholds, verdict.skewed = compare(
+            stats, load_statistics(serving_stats_path), schema, "skew"
+        )
+    if block_on_drift and (verdict.drifted or verdict.skewed):
+        verdict.ok = False
+        for name in verdict.drifted:
+            verdict.anomalies.append(Anomaly(name, "drift", (
+                f"drift {verdict.drift[name]:.4f} over threshold "
+                f"{verdict.drift_thresholds[name]:.4f}")))  # fmt: skip
+        for name in verdict.skewed:
+            verdict.anomalies.append(Anomaly(name, "skew", (
+                f"skew {verdict.skew[name]:.4f} over threshold "
+                f"{verdict.skew_thresholds[name]:.4f}")))  # fmt: skip
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tfdv.write_stats_text(stats, str(out_dir / "statistics.pbtxt"))
+    (out_dir / STATS_FILE).write_bytes(stats.SerializeToString())
+    tfdv.write_schema_text(schema, str(out_dir / SCHEMA_FILE))
+    tfdv.write_anomalies_text(
+        tfdv.validate_statistics(stats, schema, environment=environment),
+        str(out_dir / ANOMALIES_FILE),
+    )
+    (out_dir / VERDICT_FILE).write_text(verdict.to_json())
+    (out_dir / "statistics.html").write_text(stats_html(stats))
+    (out_dir / "report.md").write_text(verdict.report_markdown())
+    return verdict
