@@ -21,7 +21,7 @@ def validate_op(
     serving_statistics_uri: str = "",
     block_on_drift: bool = False,
 ) -> bool:
-    """Validate the training span; write the verdict (``ok`` in its metadata) and reports.
+    """Validate the span (both splits); write the verdict (``ok`` in its metadata) and reports.
 
     Drift is measured against ``baseline_statistics_uri`` or, when empty, against the training
     statistics of the registry's ``production`` version (if there is one).
@@ -39,7 +39,7 @@ def validate_op(
             baseline = production.statistics_uri
     out = Path(statistics.path)
     result = validate(
-        Path(train_data.path),
+        [Path(train_data.path), Path(eval_data.path)],
         out,
         previous_stats_path=Path(baseline) if baseline else None,
         serving_stats_path=Path(serving_statistics_uri) if serving_statistics_uri else None,

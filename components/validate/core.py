@@ -108,12 +108,24 @@ def stats_from_dataframe(df: Any) -> Any:
 
 
 def load_statistics(path: Path) -> Any:
-    """Statistics written by :func:`validate` (a file, or a directory holding one)."""
+    """Statistics written by :func:`validate` (a file, or a directory holding one).
+
+    Reads the binary ``DatasetFeatureStatisticsList`` this module writes; other files (TFDV's
+    TFRecord or text outputs) go through ``tfdv.load_statistics``.
+    """
     import tensorflow_data_validation as tfdv
+    from google.protobuf.message import DecodeError
+    from tensorflow_metadata.proto.v0 import statistics_pb2
 
     path = Path(path)
     if path.is_dir():
         path = path / STATS_FILE
+    try:
+        stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(path.read_bytes())
+        if stats.datasets:
+            return stats
+    except DecodeError:
+        pass
     return tfdv.load_statistics(str(path))
 
 
@@ -183,7 +195,7 @@ def stats_html(stats: Any) -> str:
 
 
 def validate(
-    train_path: Path,
+    data_paths: Path | list[Path],
     out_dir: Path,
     schema_path: Path = DEFAULT_SCHEMA,
     previous_stats_path: Path | None = None,
@@ -194,7 +206,7 @@ def validate(
     """Validate a data span and write statistics, anomalies, the verdict and reports.
 
     Args:
-        train_path: The span's data (parquet).
+        data_paths: The span's data (parquet files, e.g. the train and eval splits).
         out_dir: Where to write ``statistics.pb``, ``schema.pbtxt``, ``anomalies.pbtxt``,
             ``verdict.json``, ``statistics.html`` and ``report.md``.
         schema_path: The curated schema.
@@ -207,7 +219,8 @@ def validate(
     import tensorflow_data_validation as tfdv
 
     schema = load_schema(schema_path)
-    df = pd.read_parquet(train_path)
+    paths = [data_paths] if isinstance(data_paths, Path) else list(data_paths)
+    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     stats = stats_from_dataframe(df)
     anomalies = _anomalies(tfdv.validate_statistics(stats, schema, environment=environment))
     verdict = Verdict(ok=not anomalies, anomalies=anomalies, rows=len(df))
