@@ -29,6 +29,9 @@ def evaluate_op(
     from pathlib import Path
 
     from components.evaluate.core import EvalConfig, run_evaluation
+    from components.runtime import exit_after_outputs
+
+    exit_after_outputs()
 
     config = EvalConfig(
         threshold=threshold,

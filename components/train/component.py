@@ -21,7 +21,10 @@ def train_op(
     from dataclasses import asdict
     from pathlib import Path
 
+    from components.runtime import exit_after_outputs
     from components.train.core import HyperParameters, train
+
+    exit_after_outputs()
 
     # The core reads one transform directory; the two artifacts are its two halves.
     work = Path(tempfile.mkdtemp(prefix="train-"))

@@ -29,7 +29,10 @@ def validate_op(
     import shutil
     from pathlib import Path
 
+    from components.runtime import exit_after_outputs
     from components.validate.core import ANOMALIES_FILE, VERDICT_FILE, validate
+
+    exit_after_outputs()
     from mlops.registry import ModelRegistry
 
     baseline = baseline_statistics_uri or None

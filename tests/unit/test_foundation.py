@@ -208,3 +208,13 @@ def test_config_rejects_unknown_keys_and_bad_spans(tmp_path: Path) -> None:
         PlatformConfig(first_span="2013-05", last_span="2013-04")
     with pytest.raises(ValidationError, match="first_span"):
         PlatformConfig(first_span="2013-13")
+
+
+def test_runtime_finds_the_executor_output_file() -> None:
+    from components.runtime import _output_file
+
+    payload = '{"outputs": {"outputFile": "/tmp/x/executor_output.json"}}'
+    assert _output_file(["m", "--executor_input", payload]) == "/tmp/x/executor_output.json"
+    assert _output_file(["m", f"--executor_input={payload}"]) == "/tmp/x/executor_output.json"
+    assert _output_file(["m", "--executor_input", "not json"]) is None
+    assert _output_file(["m"]) is None
