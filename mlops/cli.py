@@ -147,6 +147,60 @@ def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_monitor(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.monitor import push_metrics, run_monitor
+    from mlops.registry import ModelRegistry
+
+    training_stats = args.training_stats
+    if training_stats is None:
+        production = ModelRegistry(_registry_uri(cfg)).find(args.model_name, "production")
+        if production is None:
+            raise DataError("no production model: pass --training-stats")
+        training_stats = production.statistics_uri
+    result = run_monitor(
+        Path(args.requests),
+        Path(training_stats),
+        Path(args.out),
+        previous_stats=Path(args.previous_stats) if args.previous_stats else None,
+        feedback=Path(args.feedback) if args.feedback else None,
+    )
+    if args.pushgateway:
+        push_metrics(result, args.model_name, args.pushgateway)
+    print(result.to_json())
+    return 0
+
+
+def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.retrain import Cause, Ledger, causes_from_alerts, retrain_if_needed
+    from mlops.rollout import PrometheusClient
+
+    if args.alerts_file:
+        payload = json.loads(Path(args.alerts_file).read_text())
+        alerts = payload.get("alerts", payload) if isinstance(payload, dict) else payload
+    else:
+        alerts = PrometheusClient(args.prometheus).query('ALERTS{alertstate="firing"}')
+
+    def start_run(causes: list[Cause]) -> str:
+        reason = "; ".join(c.describe() for c in causes)
+        if args.submit:
+            submit_args = [*sys.argv[:1], "submit", "--run-name", f"retrain-{int(time.time())}"]
+            if args.through_month:
+                submit_args += ["--through-month", str(args.through_month)]
+            print(f"retraining for {reason}: {' '.join(submit_args[1:])}")
+            return str(main(submit_args[1:]))
+        from mlops.runner import run_local
+
+        name = f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        print(f"retraining for {reason}: local run {name}")
+        summary = run_local(cfg.runs_dir, pipeline_arguments(cfg, args), name)
+        print("\n".join(summary.lines()))
+        return name
+
+    result = retrain_if_needed(causes_from_alerts(alerts), Ledger(Path(args.ledger)), start_run)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
 def _cmd_config(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
@@ -203,6 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", help="pipeline parameter KEY=VALUE")
     p.add_argument("--package", default="pipelines/training_pipeline.yaml")
     p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("monitor", help="skew, drift and live quality of served requests")
+    p.add_argument("--requests", default="runs/serving/requests.jsonl", help="request log")
+    p.add_argument("--training-stats", help="training statistics (default: production's)")
+    p.add_argument("--previous-stats", help="statistics of the previous window, for drift")
+    p.add_argument("--feedback", help="labels of served rows (JSON lines)")
+    p.add_argument("--out", default="runs/monitor", help="output directory")
+    p.add_argument("--pushgateway", help="Prometheus Pushgateway address, e.g. 127.0.0.1:9091")
+    p.add_argument("--model-name", default="flight-delay")
+    p.set_defaults(func=_cmd_monitor)
+
+    p = sub.add_parser("retrain-if-needed", help="start one training run per new alert cause")
+    _window_flags(p)
+    p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL")
+    p.add_argument("--alerts-file", help="Alertmanager webhook payload (JSON) instead")
+    p.add_argument("--ledger", default="runs/retrain-ledger.json", help="handled causes")
+    p.add_argument("--submit", action="store_true", help="submit to KFP instead of running")
+    p.add_argument("--hyperparameters", default="{}")
+    p.add_argument("--min-auc", type=float)
+    p.add_argument("--max-auc-drop", type=float)
+    p.set_defaults(func=_cmd_retrain)
 
     from mlops.registry import add_models_parser, cli_models
 

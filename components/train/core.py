@@ -137,16 +137,18 @@ def build_model(tft_output: Any, hp: HyperParameters, linear_only: bool = False)
         wide.append(col)
         deep.append(col)
     wide_x = tf.keras.layers.Concatenate(name="wide")(wide)
+    wide_logit = tf.keras.layers.Dense(1, name="wide_logit")(wide_x)
     if linear_only:
-        logit = tf.keras.layers.Dense(1, name="logit")(wide_x)
+        logit = wide_logit
     else:
         x = tf.keras.layers.Concatenate(name="deep")(deep)
         for units in hp.hidden_units:
             x = tf.keras.layers.Dense(units, activation="relu")(x)
             x = tf.keras.layers.Dropout(hp.dropout, seed=hp.seed)(x)
-        logit = tf.keras.layers.Add(name="logit")(
-            [tf.keras.layers.Dense(1)(x), tf.keras.layers.Dense(1)(wide_x)]
-        )
+        # Starts at zero: the wide-and-deep model begins as the logistic model it is warm-started
+        # from, and the deep part learns what the linear part cannot.
+        deep_logit = tf.keras.layers.Dense(1, name="deep_logit", kernel_initializer="zeros")(x)
+        logit = tf.keras.layers.Add(name="logit")([deep_logit, wide_logit])
     # The output stays float32 under mixed precision so the loss is computed stably.
     prob = tf.keras.layers.Activation("sigmoid", dtype="float32", name="score")(logit)
     model = tf.keras.Model(inputs=inputs, outputs=prob)
@@ -246,6 +248,13 @@ def train(
         )
 
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch")
+    # The logistic baseline first, with the same data, epochs and early stopping; its weights
+    # then warm-start the wide part of the wide-and-deep model.
+    baseline.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs,
+                 callbacks=[early_stopping()], verbose=0)  # fmt: skip
+    logistic_auc, _, _ = _evaluate_auc(baseline, eval_ds)
+    model.get_layer("wide_logit").set_weights(baseline.get_layer("wide_logit").get_weights())
+    start_weights = model.get_weights()
     t0 = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=eval_ds, epochs=hp.epochs,
@@ -253,12 +262,11 @@ def train(
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     epochs_run = len(history.history["loss"])
-    # The baseline gets the same data, epochs and early stopping: a fair comparison.
-    baseline.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs,
-                 callbacks=[early_stopping()], verbose=0)  # fmt: skip
+    if _evaluate_auc(model, eval_ds)[0] < logistic_auc:
+        # The deep part found nothing the linear part had not: keep the warm start.
+        model.set_weights(start_weights)
 
     auc, loss, acc = _evaluate_auc(model, eval_ds)
-    logistic_auc, _, _ = _evaluate_auc(baseline, eval_ds)
     export_serving_model(model, tft_output, model_dir)
     return TrainResult(
         epochs_run=epochs_run,

@@ -1,0 +1,183 @@
+"""Monitoring job: skew and drift of served requests and live per-slice quality, for Prometheus.
+
+Reads the serving request log (JSON lines written by ``serving.transformer``: request id, row,
+model version, the features used, the score), computes TFDV statistics of the served features
+and compares them with the schema's comparators:
+
+- **skew**: served features vs the production model's training statistics;
+- **drift**: this window vs the previous window (when given).
+
+Feedback labels (JSON lines ``{"request_id", "row", "label"}``) joined to the logged predictions
+give live per-slice AUC and accuracy. Results are written as JSON and exported as Prometheus
+gauges (``mlops.telemetry``), pushed to a Pushgateway when one is given; the alert rules fire
+from there, and ``mlops retrain-if-needed`` acts on the alerts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops import features as F
+from mlops import telemetry as T
+
+
+@dataclass
+class MonitorResult:
+    """What one monitoring window found."""
+
+    requests: int
+    model_versions: list[str]
+    skew: dict[str, float] = field(default_factory=dict)
+    skew_thresholds: dict[str, float] = field(default_factory=dict)
+    skewed: list[str] = field(default_factory=list)
+    drift: dict[str, float] = field(default_factory=dict)
+    drift_thresholds: dict[str, float] = field(default_factory=dict)
+    drifted: list[str] = field(default_factory=list)
+    labelled: int = 0
+    slice_quality: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """JSON form, written next to the statistics."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def read_request_log(path: Path) -> pd.DataFrame:
+    """The logged requests as one row per served instance: features, score, ids.
+
+    Raises:
+        FileNotFoundError: The log does not exist.
+        ValueError: The log holds no requests.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"request log not found: {path}")
+    rows = []
+    with path.open() as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                rows.append({**rec.get("features", {}), "request_id": rec["request_id"],
+                             "row": rec.get("row", 0), "score": rec["score"],
+                             "model_version": str(rec.get("model_version", ""))})  # fmt: skip
+    if not rows:
+        raise ValueError(f"request log {path} holds no requests")
+    df = pd.DataFrame(rows)
+    for name in F.NUMERIC_FEATURES:
+        df[name] = pd.to_numeric(df.get(name), errors="coerce").astype("float64")
+    return df
+
+
+def read_feedback(path: Path) -> pd.DataFrame:
+    """Feedback labels: one JSON object per line with ``request_id``, ``row``, ``label``."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return pd.DataFrame(records, columns=["request_id", "row", "label"])
+
+
+def slice_quality(served: pd.DataFrame, threshold: float = 0.5) -> list[dict[str, Any]]:
+    """AUC and accuracy overall and per bounded slice, on rows that have a label."""
+    from components.evaluate.metrics import binary_metrics
+
+    df = served.dropna(subset=["label"]).copy()
+    df["sched_hour_band"] = df["sched_dep_hour"].map(F.hour_band)
+    out = []
+    groups: list[tuple[str, str, pd.DataFrame]] = [("all", "all", df)]
+    for key in F.SLICE_KEYS:
+        bounded = df[key].astype(str).map(lambda v, k=key: F.bounded_slice_value(k, v))
+        groups += [(key, str(value), part) for value, part in df.groupby(bounded)]
+    for key, value, part in groups:
+        m = binary_metrics(part["label"].to_numpy(int), part["score"].to_numpy(float), threshold)
+        out.append({"slice_key": key, "slice_value": value, "count": len(part),
+                    "auc": m.auc, "accuracy": m.accuracy})  # fmt: skip
+    return out
+
+
+def run_monitor(
+    request_log: Path,
+    training_stats: Path,
+    out_dir: Path,
+    previous_stats: Path | None = None,
+    feedback: Path | None = None,
+    schema_path: Path | None = None,
+) -> MonitorResult:
+    """Compute skew, drift and live quality for one window of served requests.
+
+    Args:
+        request_log: The serving request log of the window.
+        training_stats: Statistics of the production model's training data (from the registry).
+        out_dir: Where to write ``statistics.pb`` of the window and ``monitor.json``.
+        previous_stats: The previous window's statistics, for drift.
+        feedback: Labels for served rows, for live quality.
+        schema_path: The curated schema (default: the checked-in one).
+    """
+    from components.validate.core import (
+        DEFAULT_SCHEMA,
+        STATS_FILE,
+        compare,
+        load_schema,
+        load_statistics,
+        stats_from_dataframe,
+    )
+
+    served = read_request_log(request_log)
+    schema = load_schema(schema_path or DEFAULT_SCHEMA)
+    stats = stats_from_dataframe(served)
+    result = MonitorResult(requests=len(served),
+                           model_versions=sorted(served["model_version"].unique()))  # fmt: skip
+    # TFDV measures skew from training statistics towards serving statistics.
+    result.skew, result.skew_thresholds, result.skewed = compare(
+        load_statistics(training_stats), stats, schema, "skew"
+    )
+    if previous_stats is not None:
+        result.drift, result.drift_thresholds, result.drifted = compare(
+            stats, load_statistics(previous_stats), schema, "drift"
+        )
+    if feedback is not None:
+        labels = read_feedback(feedback)
+        joined = served.merge(labels, on=["request_id", "row"], how="left")
+        result.labelled = int(joined["label"].notna().sum())
+        if result.labelled:
+            result.slice_quality = slice_quality(joined)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / STATS_FILE).write_bytes(stats.SerializeToString())
+    (out_dir / "monitor.json").write_text(result.to_json())
+    return result
+
+
+def export_metrics(result: MonitorResult, model: str) -> Any:
+    """The result as a Prometheus registry of gauges (bounded labels only)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    drift = Gauge(T.FEATURE_DRIFT, "Drift or skew of a feature (L-infinity or JS divergence).",
+                  ["model", "feature", "comparison"], registry=registry)  # fmt: skip
+    limit = Gauge(T.FEATURE_DRIFT_THRESHOLD, "Threshold of the feature's comparator.",
+                  ["model", "feature", "comparison"], registry=registry)  # fmt: skip
+    quality = Gauge(T.SLICE_QUALITY, "Live quality of served predictions per slice.",
+                    ["model", "slice_key", "slice_value", "metric"], registry=registry)  # fmt: skip
+    comparisons = (
+        ("skew", result.skew, result.skew_thresholds),
+        ("drift", result.drift, result.drift_thresholds),
+    )
+    for comparison, values, limits in comparisons:
+        for feature, value in values.items():
+            drift.labels(model, feature, comparison).set(value)
+            limit.labels(model, feature, comparison).set(limits.get(feature, np.inf))
+    for row in result.slice_quality:
+        for metric in ("auc", "accuracy"):
+            value = row.get(metric)
+            if value is not None and not np.isnan(value):
+                quality.labels(model, row["slice_key"], row["slice_value"], metric).set(value)
+    return registry
+
+
+def push_metrics(result: MonitorResult, model: str, gateway: str, job: str = "flight-delay-monitor"
+                 ) -> None:  # fmt: skip
+    """Push the monitoring gauges to a Prometheus Pushgateway (replacing the job's last push)."""
+    from prometheus_client import push_to_gateway
+
+    push_to_gateway(gateway, job=job, registry=export_metrics(result, model))
