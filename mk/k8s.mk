@@ -1,0 +1,50 @@
+# Kubernetes packaging: images, Helm chart, Kustomize overlays, and the real tools that check
+# them. Included by the main Makefile, which defines VENV, BIN and TOOLS.
+
+HELM := $(TOOLS)/bin/helm
+CHECKOV := $(TOOLS)/checkov/bin/checkov
+CHART := charts/flight-delay
+# Where `make images` tags (and, with PUSH=1, pushes) the images; the defaults match
+# components/images.py and the chart's image.registry / appVersion.
+REGISTRY ?= ghcr.io/flight-delay-mlops
+TAG ?= 0.1.0
+PUSH ?= 0
+
+$(HELM): tools/install-helm.sh
+	TOOLS=$(abspath $(TOOLS)) PYTHON=$(PYTHON) bash tools/install-helm.sh
+
+$(CHECKOV): tools/install-checkov.sh
+	TOOLS=$(abspath $(TOOLS)) PYTHON=$(PYTHON) bash tools/install-checkov.sh
+
+promtool:
+	bash tools/install-prometheus.sh
+
+tools: $(HELM) $(CHECKOV) promtool ## install helm, checkov (own venv) and promtool/prometheus
+
+helm-lint: $(HELM) ## helm lint --strict the chart with its default and every ci/*-values.yaml
+	$(HELM) lint --strict $(CHART)
+	for f in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) -f $$f || exit 1; done
+
+k8s-validate: venv $(HELM) promtool ## render chart + overlays; kubernetes-validate, KServe and promtool checks
+	$(BIN)/python -m mlops.k8s_validate --out build/k8s
+	promtool test rules $(CHART)/files/prometheus/alerts_test.yml
+
+security-scan: venv $(HELM) $(CHECKOV) ## checkov scan of every rendered manifest; figures to bench/results.json
+	$(BIN)/python -m bench.run --only bench_security
+
+test-k8s: venv ## the Kubernetes packaging tests (installs the tools they need)
+	$(BIN)/pytest tests/k8s $(PYTEST_ARGS)
+
+images: ## build the component and serving images where a Docker engine runs (REGISTRY, TAG, PUSH=1)
+	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+	  echo "images: no Docker engine here (docker info failed); nothing built."; \
+	  echo "images: build elsewhere with: docker build -f images/components.Dockerfile -t $(REGISTRY)/components:$(TAG) ."; \
+	  exit 0; \
+	fi; \
+	set -e; \
+	for img in components serving; do \
+	  DOCKER_BUILDKIT=1 docker build -f images/$$img.Dockerfile -t $(REGISTRY)/$$img:$(TAG) .; \
+	  if [ "$(PUSH)" = "1" ]; then docker push $(REGISTRY)/$$img:$(TAG); fi; \
+	done
+
+.PHONY: tools promtool helm-lint k8s-validate security-scan test-k8s images
