@@ -117,7 +117,7 @@ def _cmd_run(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 def _cmd_compile(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from mlops.runner import compile_pipeline
 
-    out = compile_pipeline(Path(args.out))
+    out = compile_pipeline(Path(args.out), args.image)
     print(f"compiled pipeline written to {out}")
     return 0
 
@@ -127,7 +127,7 @@ def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from mlops.submit import SubmitPlan, make_client, submit, version_name_for
     from pipelines.training_pipeline import PIPELINE_NAME
 
-    package = compile_pipeline(Path(args.package))
+    package = compile_pipeline(Path(args.package), args.image)
     first, last = _window(cfg, args)
     arguments: dict[str, object] = {"first_span": first, "last_span": last}
     for item in args.param or []:
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
     p.add_argument("--out", default="pipelines/training_pipeline.yaml")
+    p.add_argument("--image", help="component image to run every step in (registry/name:tag)")
     p.set_defaults(func=_cmd_compile)
 
     p = sub.add_parser("submit", help="submit a run (or a schedule) to Kubeflow Pipelines")
@@ -255,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="run (or recurring run) name")
     p.add_argument("--schedule", help="cron expression: create a recurring run instead")
     p.add_argument("--param", action="append", help="pipeline parameter KEY=VALUE")
-    p.add_argument("--package", default="pipelines/training_pipeline.yaml")
+    p.add_argument("--package", default="runs/submit/training_pipeline.yaml")
+    p.add_argument("--image", help="component image to run every step in (registry/name:tag)")
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("monitor", help="skew, drift and live quality of served requests")

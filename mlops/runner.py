@@ -27,14 +27,27 @@ STEPS = (
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def compile_pipeline(out: Path = COMPILED_PIPELINE) -> Path:
-    """Compile the pipeline to KFP IR YAML (what `kfp pipeline create` uploads)."""
+def compile_pipeline(out: Path = COMPILED_PIPELINE, image: str | None = None) -> Path:
+    """Compile the pipeline to KFP IR YAML (what `kfp pipeline create` uploads).
+
+    Args:
+        out: Where to write the YAML.
+        image: Component image (registry/name:tag) to run every step in, instead of the
+            default of ``components/images.py``; set when images are pushed to your registry.
+    """
+    import yaml
     from kfp import compiler
 
+    from components.images import COMPONENT_IMAGE
     from pipelines.training_pipeline import training_pipeline
 
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(training_pipeline, str(out))
+    if image and image != COMPONENT_IMAGE:
+        docs = list(yaml.safe_load_all(out.read_text()))
+        for executor in docs[0]["deploymentSpec"]["executors"].values():
+            executor["container"]["image"] = image
+        out.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return out
 
 

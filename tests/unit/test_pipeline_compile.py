@@ -47,3 +47,10 @@ def test_components_do_not_pip_install_at_runtime(compiled: dict) -> None:
         command = " ".join(executor["container"]["command"])
         assert "pip install" not in command
         assert executor["container"]["image"].startswith("ghcr.io/flight-delay-mlops/")
+
+
+def test_image_can_be_set_at_compile_time(tmp_path: Path) -> None:
+    out = compile_pipeline(tmp_path / "p.yaml", image="registry.example.com/fd/components:1.2")
+    spec = yaml.safe_load(out.read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.com/fd/components:1.2"}
