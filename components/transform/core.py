@@ -4,14 +4,19 @@ Writes ``<out>/transform_graph/`` (a ``tft.TFTransformOutput`` directory) and gz
 ``tf.Example`` files ``<out>/transformed/train-*`` and ``eval-*``. Beam pipeline options pass
 through unchanged, so the same code runs on the DirectRunner here and on Flink, Spark or
 Dataflow (see README.md).
+
+Input path: parquet is read in batches (``ReadFromParquetBatched``) and each Arrow table becomes
+one ``RecordBatch`` of list columns (a missing value is an empty list) that TFT consumes through
+a ``TensorAdapterConfig``; TFT's output stays in RecordBatches, encoded to ``tf.Example`` by
+tfx_bsl's C++ encoder. No Python dict is built per row on either side.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,9 @@ from mlops import features as F
 
 GRAPH_DIR = "transform_graph"
 EXAMPLES_DIR = "transformed"
+SPLITS = ("train", "eval")
+# Rows per RecordBatch handed to TFT; TFT re-batches internally, this bounds memory per bundle.
+BATCH_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -32,19 +40,86 @@ class TransformResult:
     seconds: float
     transformed_features: list[str]
 
+    def to_json(self) -> str:
+        """The result as JSON, for logs and artifact metadata."""
+        return json.dumps(asdict(self), indent=2)
 
-def row_to_instance(row: dict[str, Any]) -> dict[str, Any]:
-    """A parquet row as a TFT instance dict: a missing value is an empty list."""
-    out: dict[str, Any] = {}
+
+def to_record_batches(table: Any, batch_rows: int = BATCH_ROWS) -> list[Any]:
+    """Turn an Arrow table of training rows into TFT's raw input form.
+
+    Every feature becomes a list column: numeric as ``list<float32>``, categorical as
+    ``list<binary>``; a null, a NaN or an empty string becomes an empty list, so TFT sees the
+    same ``[batch, 0-or-1]`` SparseTensor as :func:`raw_dense_to_tft_inputs` builds at serving.
+    The label becomes ``list<int64>`` of length one.
+
+    Raises:
+        ValueError: A contract column is missing, or the label has nulls.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = [c for c in (*F.FEATURE_NAMES, F.LABEL) if c not in table.column_names]
+    if missing:
+        raise ValueError(f"transform input lacks columns: {', '.join(missing)}")
+
+    def as_list(values: Any, present: Any) -> Any:
+        present_np = present.to_numpy(zero_copy_only=False)
+        offsets = np.zeros(len(present_np) + 1, dtype=np.int32)
+        np.cumsum(present_np, out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), values.filter(present))
+
+    arrays, names = [], []
     for name in F.FEATURE_NAMES:
-        value = row.get(name)
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        col = table.column(name).combine_chunks()
         if name in F.NUMERIC_FEATURES:
-            out[name] = [] if missing else [float(value)]
+            col = pc.cast(col, pa.float32())
+            present = pc.and_(pc.is_valid(col), pc.invert(pc.fill_null(pc.is_nan(col), False)))
         else:
-            out[name] = [] if missing or value == "" else [str(value).encode()]
-    out[F.LABEL] = int(row[F.LABEL])
-    return out
+            col = pc.cast(col, pa.binary())
+            present = pc.and_(pc.is_valid(col), pc.fill_null(pc.not_equal(col, b""), False))
+        arrays.append(as_list(col, present))
+        names.append(name)
+    label = pc.cast(table.column(F.LABEL).combine_chunks(), pa.int64())
+    if label.null_count:
+        raise ValueError(f"label {F.LABEL} has {label.null_count} missing values")
+    arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(len(label) + 1, dtype=np.int32)),
+                                           label))  # fmt: skip
+    names.append(F.LABEL)
+    batch = pa.RecordBatch.from_arrays(arrays, names)
+    return [batch.slice(i, batch_rows) for i in range(0, max(batch.num_rows, 1), batch_rows)]
+
+
+def raw_tensor_adapter_config() -> Any:
+    """The ``TensorAdapterConfig`` of :func:`to_record_batches`'s output (raw feature spec)."""
+    import pyarrow as pa
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    from components.transform.preprocessing import raw_feature_spec
+
+    schema = schema_utils.schema_from_feature_spec(raw_feature_spec())
+    fields = [
+        pa.field(n, pa.list_(pa.float32() if n in F.NUMERIC_FEATURES else pa.binary()))
+        for n in F.FEATURE_NAMES
+    ]
+    fields.append(pa.field(F.LABEL, pa.list_(pa.int64())))
+    representations = tensor_representation_util.InferTensorRepresentationsFromSchema(schema)
+    return tensor_adapter.TensorAdapterConfig(pa.schema(fields), representations)
+
+
+def _encode_examples(batch_and_passthrough: tuple[Any, Any]) -> list[bytes]:
+    """Serialized ``tf.Example``s of one transformed RecordBatch (TFT's output tuple)."""
+    from tfx_bsl.coders import example_coder
+
+    return example_coder.RecordBatchToExamplesEncoder().encode(batch_and_passthrough[0])
+
+
+def _num_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
 
 
 def transform(
@@ -55,59 +130,65 @@ def transform(
 ) -> TransformResult:
     """Analyze the training split, transform both splits, write the graph and the examples.
 
+    The analysis (means, variances, vocabularies, quantiles) sees only the training split, so
+    the eval split is transformed exactly as serving data will be.
+
     Args:
         train_path: Training split (parquet, from ingest).
         eval_path: Eval split (parquet).
-        out_dir: Output directory.
-        beam_pipeline_args: Beam options, e.g. ``["--runner=FlinkRunner", ...]``;
-            DirectRunner when empty.
+        out_dir: Output directory; ``transform_graph/`` and ``transformed/`` go under it.
+        beam_pipeline_args: Beam options, e.g. ``["--runner=FlinkRunner", ...]``; the
+            DirectRunner when empty. With a remote runner, ``out_dir`` and a ``--temp_location``
+            must be on storage the workers can reach.
+
+    Raises:
+        FileNotFoundError: An input split does not exist.
     """
     import apache_beam as beam
-    import pyarrow.parquet as pq
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    from components.transform.preprocessing import preprocessing_fn, raw_feature_spec
+    from components.transform.preprocessing import preprocessing_fn
 
     for path in (train_path, eval_path):
         if not Path(path).exists():
             raise FileNotFoundError(f"transform input not found: {path}")
     graph_dir, examples_dir = out_dir / GRAPH_DIR, out_dir / EXAMPLES_DIR
     examples_dir.mkdir(parents=True, exist_ok=True)
-    raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(raw_feature_spec())
-    )
+    adapter_config = raw_tensor_adapter_config()
     columns = [*F.FEATURE_NAMES, F.LABEL]
-    options = PipelineOptions(beam_pipeline_args or ["--runner=DirectRunner"])
+    options = PipelineOptions(list(beam_pipeline_args or []))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, beam.Pipeline(options=options) as pipeline:
-        with tft_beam.Context(temp_dir=tmp):
-            def read(label: str, path: Path) -> Any:
+        # TFT's own temp dir; a remote runner gets its --temp_location instead.
+        temp_dir = options.get_all_options().get("temp_location") or tmp
+        with tft_beam.Context(temp_dir=temp_dir):
+
+            def read(split: str, path: Path) -> Any:
                 return (
                     pipeline
-                    | f"Read{label}" >> beam.io.ReadFromParquet(str(path), columns=columns)
-                    | f"ToInstances{label}" >> beam.Map(row_to_instance)
+                    | f"Read[{split}]" >> beam.io.ReadFromParquetBatched(str(path), columns=columns)
+                    | f"ToRecordBatches[{split}]" >> beam.FlatMap(to_record_batches)
                 )
 
-            raw_train, raw_eval = read("Train", train_path), read("Eval", eval_path)
-            (train_xf, metadata), transform_fn = (
-                raw_train,
-                raw_metadata,
-            ) | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
-            eval_xf, _ = (
-                (raw_eval, raw_metadata),
-                transform_fn,
-            ) | "TransformEval" >> tft_beam.TransformDataset()
-            coder = tft.coders.ExampleProtoCoder(metadata.schema)
-            for label, data in (("train", train_xf), ("eval", eval_xf)):
+            raw_train, raw_eval = read("train", train_path), read("eval", eval_path)
+            # Record batches out, encoded by tfx_bsl's C++ encoder: no Python dict per row.
+            (train_xf, _), transform_fn = (
+                (raw_train, adapter_config)
+                | "AnalyzeAndTransform"
+                >> tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=True)
+            )  # fmt: skip
+            eval_xf, _ = ((raw_eval, adapter_config), transform_fn) | "TransformEval" >> (
+                tft_beam.TransformDataset(output_record_batches=True)
+            )
+            for split, data in (("train", train_xf), ("eval", eval_xf)):
                 _ = (
                     data
-                    | f"Encode{label}" >> beam.Map(coder.encode)
-                    | f"Write{label}"
+                    | f"Encode[{split}]" >> beam.FlatMap(_encode_examples)
+                    | f"Write[{split}]"
                     >> beam.io.WriteToTFRecord(
-                        str(examples_dir / label), file_name_suffix=".tfrecord.gz"
+                        str(examples_dir / split), file_name_suffix=".tfrecord.gz"
                     )
                 )
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
@@ -116,8 +197,8 @@ def transform(
     return TransformResult(
         transform_graph=str(graph_dir),
         transformed_examples=str(examples_dir),
-        train_rows=pq.ParquetFile(train_path).metadata.num_rows,
-        eval_rows=pq.ParquetFile(eval_path).metadata.num_rows,
+        train_rows=_num_rows(train_path),
+        eval_rows=_num_rows(eval_path),
         seconds=round(seconds, 2),
         transformed_features=sorted(tft_output.transformed_feature_spec()),
     )
@@ -132,12 +213,21 @@ def load_transformed_dataset(
         transform_dir: The transform output directory (``transform_graph/``, ``transformed/``).
         split: ``train`` or ``eval``.
         batch_size: Examples per batch.
-        shuffle: Shuffle examples (seeded) before batching.
+        shuffle: Shuffle examples (seeded) before batching; the file order is fixed.
         seed: Shuffle seed.
+
+    Returns:
+        A ``tf.data.Dataset`` of ``({"<name>_xf": [batch] tensor, ...}, [batch] int64 label)``.
+
+    Raises:
+        ValueError: ``split`` is not ``train`` or ``eval``.
+        FileNotFoundError: No examples of that split exist.
     """
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     files = sorted(str(p) for p in (transform_dir / EXAMPLES_DIR).glob(f"{split}-*"))
     if not files:
         raise FileNotFoundError(f"no transformed {split} examples in {transform_dir}")

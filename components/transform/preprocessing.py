@@ -5,8 +5,9 @@ serves training (parquet rows, nulls allowed) and serving (dense tensors with Na
 missing value, turned into the same sparse form by :func:`raw_dense_to_tft_inputs`).
 
 Transformations:
-- numerics: missing values imputed with the training mean, then z-scored; a 0/1 indicator of
-  missingness for the features that are often missing;
+- numerics: z-scored with the mean and variance of the present training values; a missing
+  value becomes 0.0 (the mean); a 0/1 indicator of missingness for the features that are often
+  missing;
 - categoricals: vocabulary over the training data (missing is its own token), one OOV bucket;
 - crosses: carrier x origin (a carrier's delays differ by airport), and the scheduled hour in
   quantile buckets (delays build up over the day, not linearly).
@@ -73,8 +74,10 @@ def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in F.NUMERIC_FEATURES:
         raw = inputs[name]
-        mean = tft.mean(raw.values)
-        out[xf(name)] = tft.scale_to_z_score(_dense(raw, mean))
+        # z-scores of the present values (mean and variance over them only), then 0.0 (the
+        # mean) where missing. Imputing before scaling would make the variance depend on a first
+        # analysis pass (the mean), costing a second pass over the data.
+        out[xf(name)] = _dense(tft.scale_to_z_score(raw, name=f"zscore_{name}"), 0.0)
         if name in MISSING_INDICATORS:
             out[xf(f"{name}_missing")] = 1.0 - _present(raw)
     for name in F.CATEGORICAL_FEATURES:

@@ -13,13 +13,15 @@ Run ``python -m components.validate.infer_schema`` (after ``make data``) to rege
   published), so a column of nulls is caught while a normal month passes;
 - environments TRAINING and SERVING, with the label absent in SERVING;
 - drift and skew comparators per feature (L-infinity for categorical, Jensen-Shannon for
-  numeric; none for the month, which is the span itself), with thresholds set to 1.5 times the largest drift between consecutive months of
-  2013, so a normal next month passes while distant seasons stand out.
+  numeric; none for the month, which is the span itself), with thresholds set to 1.5 times
+  the largest drift between consecutive months of 2013, so a normal next month passes while
+  distant seasons stand out.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from pathlib import Path
@@ -87,7 +89,7 @@ def calibrate(schema: Any, year: pd.DataFrame) -> dict[str, float]:
     months = sorted(year[F.SPAN].unique())
     stats = {m: stats_from_dataframe(year[year[F.SPAN] == m]) for m in months}
     largest: dict[str, float] = {}
-    for prev, cur in zip(months, months[1:], strict=False):
+    for prev, cur in itertools.pairwise(months):
         values, _, _ = compare(stats[cur], stats[prev], schema, "drift")
         for name, value in values.items():
             largest[name] = max(largest.get(name, 0.0), value)

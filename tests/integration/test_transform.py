@@ -1,0 +1,72 @@
+"""Transform input conversion and Beam option pass-through on a real span.
+
+The full analyze-and-transform of a month and the training/serving equality check live in
+``test_validate_transform.py``; these checks are cheap (no TFT analysis runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops import features as F
+
+pytestmark = pytest.mark.integration
+
+TrainingSet = Callable[[str, str], tuple[pd.DataFrame, pd.DataFrame]]
+
+
+def test_record_batches_turn_every_missing_form_into_an_empty_list(
+    training_set: TrainingSet,
+) -> None:
+    import pyarrow as pa
+
+    from components.transform.core import to_record_batches
+
+    train, _ = training_set("2013-01", "2013-01")
+    df = train.head(300).copy()
+    df.loc[df.index[0], "temp"] = np.nan
+    df.loc[df.index[1], F.CARRIER] = None
+    df.loc[df.index[2], "dest"] = ""
+    batches = to_record_batches(pa.Table.from_pandas(df, preserve_index=False), batch_rows=128)
+    assert [b.num_rows for b in batches] == [128, 128, 44]
+    batch = pa.Table.from_batches(batches)
+    assert batch.schema.field("temp").type == pa.list_(pa.float32())
+    assert batch.schema.field(F.CARRIER).type == pa.list_(pa.binary())
+    lengths = {n: batch.column(n).combine_chunks().value_lengths().to_pylist()
+               for n in (*F.FEATURE_NAMES, F.LABEL)}  # fmt: skip
+    assert lengths["temp"][0] == 0 and lengths[F.CARRIER][1] == 0 and lengths["dest"][2] == 0
+    assert set(lengths[F.LABEL]) == {1}
+    # Everywhere else a value is present exactly when the DataFrame has one.
+    for name in F.FEATURE_NAMES:
+        col = df[name]
+        expected = (col.notna() & (col != "")).astype(int).tolist()
+        assert lengths[name] == expected, name
+    values = batch.column("distance").combine_chunks().flatten().to_numpy()
+    np.testing.assert_allclose(values, df["distance"].astype("float32").to_numpy())
+    assert batch.column(F.CARRIER).combine_chunks().flatten().to_pylist()[0] == \
+        str(df[F.CARRIER].iloc[0]).encode()  # fmt: skip
+
+    with pytest.raises(ValueError, match="lacks columns: visib"):
+        to_record_batches(pa.Table.from_pandas(df.drop(columns=["visib"])))
+
+
+def test_beam_options_reach_the_pipeline(training_set: TrainingSet, tmp_path: Path) -> None:
+    from components.transform.core import load_transformed_dataset, transform
+
+    train, evaluation = training_set("2013-01", "2013-01")
+    paths = []
+    for name, df in (("train", train.head(100)), ("eval", evaluation.head(100))):
+        paths.append(tmp_path / f"{name}.parquet")
+        df.to_parquet(paths[-1], index=False)
+    # An unknown runner is refused by Beam itself: the options are not swallowed or replaced.
+    with pytest.raises(ValueError, match="NoSuchRunner"):
+        transform(paths[0], paths[1], tmp_path / "out", ["--runner=NoSuchRunner"])
+    with pytest.raises(FileNotFoundError, match=r"missing\.parquet"):
+        transform(tmp_path / "missing.parquet", paths[1], tmp_path / "out")
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_transformed_dataset(tmp_path / "out", "test", 8, False, 0)
