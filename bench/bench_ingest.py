@@ -37,8 +37,10 @@ def run() -> dict[str, float | str]:
     """Time the training-set build for January and for the full year."""
     figures: dict[str, float | str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, window in (("month", SpanWindow("2013-01", "2013-01")),
-                              ("year", SpanWindow("2013-01", "2013-12"))):
+        for label, window in (
+            ("month", SpanWindow("2013-01", "2013-01")),
+            ("year", SpanWindow("2013-01", "2013-12")),
+        ):
             t0 = time.perf_counter()
             res = ingest(REPO, window, Path(tmp) / "t.parquet", Path(tmp) / "e.parquet")
             seconds = time.perf_counter() - t0

@@ -27,46 +27,79 @@ def _schema(features: tuple[F.Feature, ...]) -> list[Field]:
 # Entities ------------------------------------------------------------------------------------
 
 # An origin airport: the weather features hang off it.
-origin = Entity(name="origin", join_keys=[F.ORIGIN], value_type=ValueType.STRING,
-                description="Origin airport FAA code.")
+origin = Entity(
+    name="origin",
+    join_keys=[F.ORIGIN],
+    value_type=ValueType.STRING,
+    description="Origin airport FAA code.",
+)
 # A plane by tail number: its static attributes.
-tailnum = Entity(name="tailnum", join_keys=[F.TAILNUM], value_type=ValueType.STRING,
-                 description="Plane tail number.")
+tailnum = Entity(
+    name="tailnum",
+    join_keys=[F.TAILNUM],
+    value_type=ValueType.STRING,
+    description="Plane tail number.",
+)
 # A carrier: its recent on-time record.
-carrier = Entity(name="carrier", join_keys=[F.CARRIER], value_type=ValueType.STRING,
-                 description="Two-letter carrier code.")
+carrier = Entity(
+    name="carrier",
+    join_keys=[F.CARRIER],
+    value_type=ValueType.STRING,
+    description="Two-letter carrier code.",
+)
 
 # Sources -------------------------------------------------------------------------------------
 
 # Hourly weather observations per origin airport (UTC observation hour).
-weather_source = FileSource(name="weather", path=str(_DATA / "weather.parquet"),
-                  file_format=ParquetFormat(),
-                            timestamp_field=F.EVENT_TIMESTAMP)
+weather_source = FileSource(
+    name="weather",
+    path=str(_DATA / "weather.parquet"),
+    file_format=ParquetFormat(),
+    timestamp_field=F.EVENT_TIMESTAMP,
+)
 # Plane attributes, valid from before the first flight of the data.
-planes_source = FileSource(name="planes", path=str(_DATA / "planes.parquet"),
-                  file_format=ParquetFormat(),
-                           timestamp_field=F.EVENT_TIMESTAMP)
+planes_source = FileSource(
+    name="planes",
+    path=str(_DATA / "planes.parquet"),
+    file_format=ParquetFormat(),
+    timestamp_field=F.EVENT_TIMESTAMP,
+)
 # Carrier 7-day delay rates, stamped when the whole window has landed.
-carrier_stats_source = FileSource(name="carrier_stats", path=str(_DATA / "carrier_stats.parquet"),
-                  file_format=ParquetFormat(),
-                                  timestamp_field=F.EVENT_TIMESTAMP)
+carrier_stats_source = FileSource(
+    name="carrier_stats",
+    path=str(_DATA / "carrier_stats.parquet"),
+    file_format=ParquetFormat(),
+    timestamp_field=F.EVENT_TIMESTAMP,
+)
 
 # Feature views -------------------------------------------------------------------------------
 
 # Weather at the origin: an observation older than 3 h is too stale to describe a departure.
 origin_weather_hourly = FeatureView(
-    name=F.WEATHER_VIEW, entities=[origin], ttl=timedelta(hours=3),
-    schema=_schema(F.WEATHER_FEATURES), source=weather_source, online=True,
+    name=F.WEATHER_VIEW,
+    entities=[origin],
+    ttl=timedelta(hours=3),
+    schema=_schema(F.WEATHER_FEATURES),
+    source=weather_source,
+    online=True,
 )
 # Plane attributes never expire within the data.
 plane_attributes = FeatureView(
-    name=F.PLANE_VIEW, entities=[tailnum], ttl=timedelta(days=3650),
-    schema=_schema(F.PLANE_FEATURES), source=planes_source, online=True,
+    name=F.PLANE_VIEW,
+    entities=[tailnum],
+    ttl=timedelta(days=3650),
+    schema=_schema(F.PLANE_FEATURES),
+    source=planes_source,
+    online=True,
 )
 # A carrier's recent delay rate: published daily, stale after 3 days without a new value.
 carrier_delay_stats = FeatureView(
-    name=F.CARRIER_STATS_VIEW, entities=[carrier], ttl=timedelta(days=3),
-    schema=_schema(F.CARRIER_STATS_FEATURES), source=carrier_stats_source, online=True,
+    name=F.CARRIER_STATS_VIEW,
+    entities=[carrier],
+    ttl=timedelta(days=3),
+    schema=_schema(F.CARRIER_STATS_FEATURES),
+    source=carrier_stats_source,
+    online=True,
 )
 
 # Feature service -----------------------------------------------------------------------------

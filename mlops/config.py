@@ -1,4 +1,4 @@
-"""Typed platform configuration: one object, loaded from YAML, overridden only at the entry point."""
+"""Typed platform configuration: one object from YAML, overridden only at the entry point."""
 
 from __future__ import annotations
 

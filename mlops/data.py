@@ -6,7 +6,7 @@ need ``pkg_resources`` and load every table) and writes four parquet files:
 - ``flights.parquet``: the entity/label table, one row per completed flight, with the request
   features, the entity keys, the event timestamp (scheduled departure, UTC), the label and the
   monthly span.
-- ``weather.parquet``: hourly weather per origin airport (Feast source of ``origin_weather_hourly``).
+- ``weather.parquet``: hourly weather per origin (Feast source of ``origin_weather_hourly``).
 - ``planes.parquet``: plane attributes per tail number (source of ``plane_attributes``).
 - ``carrier_stats.parquet``: each carrier's 7-day delay rate (source of ``carrier_delay_stats``).
 

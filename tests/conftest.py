@@ -46,8 +46,9 @@ def training_set(
     def build(first: str, last: str) -> TrainingSet:
         if (first, last) not in cache:
             out = tmp_path_factory.mktemp(f"ts-{first}-{last}")
-            ingest(prepared_repo, SpanWindow(first, last), out / "train.parquet",
-                   out / "eval.parquet")
+            ingest(
+                prepared_repo, SpanWindow(first, last), out / "train.parquet", out / "eval.parquet"
+            )
             cache[(first, last)] = (
                 pd.read_parquet(out / "train.parquet"),
                 pd.read_parquet(out / "eval.parquet"),

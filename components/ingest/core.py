@@ -31,9 +31,7 @@ class SpanWindow:
         """
         for bound in (self.first, self.last):
             if bound not in available:
-                raise DataError(
-                    f"unknown span {bound!r}; available spans: {', '.join(available)}"
-                )
+                raise DataError(f"unknown span {bound!r}; available spans: {', '.join(available)}")
         if self.first > self.last:
             raise DataError(f"span window is reversed: {self.first} > {self.last}")
         return [s for s in available if self.first <= s <= self.last]

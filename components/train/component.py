@@ -33,12 +33,23 @@ def train_op(
 
     hp = HyperParameters.from_json(hyperparameters)
     result = train(work, Path(model.path), Path(tensorboard_logs.path), hp)
-    for key in ("eval_auc", "eval_loss", "eval_accuracy", "logistic_auc", "majority_accuracy",
-                "examples_per_second", "epochs_run"):
+    for key in (
+        "eval_auc",
+        "eval_loss",
+        "eval_accuracy",
+        "logistic_auc",
+        "majority_accuracy",
+        "examples_per_second",
+        "epochs_run",
+    ):
         metrics.log_metric(key, float(getattr(result, key)))
     model.metadata.update(
-        {"framework": "tensorflow", "signature": "serving_default", "eval_auc": result.eval_auc,
-         "hyperparameters": json.dumps(result.hyperparameters)}
+        {
+            "framework": "tensorflow",
+            "signature": "serving_default",
+            "eval_auc": result.eval_auc,
+            "hyperparameters": json.dumps(result.hyperparameters),
+        }
     )
     tensorboard_logs.metadata["log_format"] = "tensorboard"
     return json.dumps(asdict(result))

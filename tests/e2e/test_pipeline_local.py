@@ -54,8 +54,9 @@ def good_run(workspace: Path) -> RunSummary:
     )
 
 
-def test_good_run_registers_a_blessed_model_with_lineage(good_run: RunSummary,
-                                                         workspace: Path) -> None:
+def test_good_run_registers_a_blessed_model_with_lineage(
+    good_run: RunSummary, workspace: Path
+) -> None:
     assert good_run.status == "SUCCESS", "\n".join(good_run.lines())
     steps = {s.name: s for s in good_run.steps}
     assert all(s.status == "SUCCESS" for s in steps.values()), good_run.lines()
@@ -124,7 +125,7 @@ def test_report_renders_in_headless_chromium(good_run: RunSummary, tmp_path: Pat
     except FileNotFoundError:
         subprocess.run(["bash", "tools/install-chromium.sh"], check=True)
     dom = dump_dom(good_run.report)
-    assert "<table id=\"steps\"" in dom and "<table id=\"slices\"" in dom
+    assert '<table id="steps"' in dom and '<table id="slices"' in dom
     for step in ("ingest-op", "validate-op", "train-op", "evaluate-op", "push-op"):
         assert step in dom
     png = screenshot(good_run.report, tmp_path / "report.png")

@@ -21,13 +21,21 @@ pytestmark = pytest.mark.integration
 WEATHER_NAMES = [f.name for f in F.WEATHER_FEATURES]
 
 
-def reference_join(rows: pd.DataFrame, source: pd.DataFrame, key: str, ttl: timedelta,
-                   names: list[str]) -> pd.DataFrame:
+def reference_join(
+    rows: pd.DataFrame, source: pd.DataFrame, key: str, ttl: timedelta, names: list[str]
+) -> pd.DataFrame:
     """Independent point-in-time join: newest source row at or before each row, within TTL."""
     left = rows[[F.FLIGHT_ID, F.EVENT_TIMESTAMP, key]].sort_values(F.EVENT_TIMESTAMP)
     right = source[[key, F.EVENT_TIMESTAMP, *names]].sort_values(F.EVENT_TIMESTAMP)
-    joined = pd.merge_asof(left, right, on=F.EVENT_TIMESTAMP, by=key, direction="backward",
-                           tolerance=pd.Timedelta(ttl), allow_exact_matches=True)
+    joined = pd.merge_asof(
+        left,
+        right,
+        on=F.EVENT_TIMESTAMP,
+        by=key,
+        direction="backward",
+        tolerance=pd.Timedelta(ttl),
+        allow_exact_matches=True,
+    )
     return joined.set_index(F.FLIGHT_ID).sort_index()
 
 
@@ -74,8 +82,9 @@ def test_a_future_value_never_reaches_a_row(prepared_repo: Path, tmp_path: Path)
     apply(repo)  # re-register: the sources of the copy are anchored in the copy
 
     ingest(repo, SpanWindow("2013-03", "2013-03"), tmp_path / "t.parquet", tmp_path / "e.parquet")
-    got = pd.concat([pd.read_parquet(tmp_path / "t.parquet"),
-                     pd.read_parquet(tmp_path / "e.parquet")])
+    got = pd.concat(
+        [pd.read_parquet(tmp_path / "t.parquet"), pd.read_parquet(tmp_path / "e.parquet")]
+    )
     assert len(got) == (flights[F.SPAN] == "2013-03").sum()
     # Flights leave on whole minutes and weather is hourly, so a poison never ties with either.
     # The poison 30 s after each sampled flight is in its future: the flight must get
@@ -100,11 +109,19 @@ def test_split_by_time_and_span(
     assert set(train[F.FLIGHT_ID]).isdisjoint(evaluation[F.FLIGHT_ID])
     assert train[F.EVENT_TIMESTAMP].max() < evaluation[F.EVENT_TIMESTAMP].min()
     assert set(train[F.SPAN]) | set(evaluation[F.SPAN]) == {"2013-01", "2013-02"}
-    assert evaluation[F.EVENT_TIMESTAMP].min() == evaluation[F.EVENT_TIMESTAMP].min().floor("D") \
+    assert (
+        evaluation[F.EVENT_TIMESTAMP].min() == evaluation[F.EVENT_TIMESTAMP].min().floor("D")
         or evaluation[F.EVENT_TIMESTAMP].min().floor("D") > train[F.EVENT_TIMESTAMP].max()
+    )
     assert 0.15 < len(evaluation) / len(window) < 0.25
-    assert list(train.columns) == [F.FLIGHT_ID, F.EVENT_TIMESTAMP, F.SPAN, F.TAILNUM,
-                                   *F.FEATURE_NAMES, F.LABEL]
+    assert list(train.columns) == [
+        F.FLIGHT_ID,
+        F.EVENT_TIMESTAMP,
+        F.SPAN,
+        F.TAILNUM,
+        *F.FEATURE_NAMES,
+        F.LABEL,
+    ]
 
 
 def test_online_read_equals_offline_join(prepared_repo: Path) -> None:
@@ -121,11 +138,10 @@ def test_online_read_equals_offline_join(prepared_repo: Path) -> None:
         entity_df=rows[[F.EVENT_TIMESTAMP, *F.ENTITY_KEYS]],
         features=store.get_feature_service(F.FEATURE_SERVICE),
     ).to_df()
-    materialize(prepared_repo, pd.Timestamp("2012-12-01T00:00:00Z").to_pydatetime(),
-                at.to_pydatetime())
-    online = online_features(
-        prepared_repo, rows[list(F.ENTITY_KEYS)].to_dict(orient="records")
+    materialize(
+        prepared_repo, pd.Timestamp("2012-12-01T00:00:00Z").to_pydatetime(), at.to_pydatetime()
     )
+    online = online_features(prepared_repo, rows[list(F.ENTITY_KEYS)].to_dict(orient="records"))
     names = [f.name for f in F.FEAST_FEATURES]
     key = list(F.ENTITY_KEYS)
     off = offline.sort_values(key).reset_index(drop=True)[key + names]
@@ -134,8 +150,9 @@ def test_online_read_equals_offline_join(prepared_repo: Path) -> None:
     for name in names:
         a, b = off[name].to_numpy(), on[name].to_numpy()
         if name in F.NUMERIC_FEATURES:
-            np.testing.assert_allclose(a.astype(float), b.astype(float), equal_nan=True,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                a.astype(float), b.astype(float), equal_nan=True, err_msg=name
+            )
         else:
             assert list(a) == list(b), name
 

@@ -24,6 +24,7 @@ from mlops.data import (
 
 pytestmark = pytest.mark.unit
 
+ISO = "%Y-%m-%dT%H:%M:%SZ"
 LEAKS = ("dep_time", "dep_delay", "arr_time", "air_time", "arr_delay")
 
 
@@ -46,7 +47,7 @@ def make_raw_flights(n_days: int = 10, per_day: int = 4, seed: int = 0) -> pd.Da
                     "carrier": "UA" if i % 2 else "AA", "flight": 100 + i,
                     "tailnum": f"N{i}00", "origin": "JFK", "dest": "LAX",
                     "distance": 2475,
-                    "time_hour": (day + pd.Timedelta(hours=hour + 5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "time_hour": (day + pd.Timedelta(hours=hour + 5)).strftime(ISO),
                 }
             )  # fmt: skip
     return pd.DataFrame(rows)
@@ -158,7 +159,7 @@ def test_malformed_sources_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     write_sources(tmp_path / "d", raw)
     (tmp_path / "d" / PLANES_FILE).write_bytes(b"\x00\xff garbage")
-    with pytest.raises(DataError, match="planes.csv"):
+    with pytest.raises(DataError, match=r"planes\.csv"):
         prepare(tmp_path / "out", tmp_path / "d")
     assert not (tmp_path / "out").exists()  # nothing half-written
 

@@ -45,8 +45,11 @@ def test_same_cause_starts_exactly_one_run(tmp_path: Path) -> None:
     again = retrain_if_needed(causes_from_alerts([drift_alert("temp", "0.4")]), ledger, start)
     assert again.started == [] and "already handled by run run-1" in again.skipped[0]
     # A new cause does start a run; the ledger survives a new Ledger object (a new process).
-    third = retrain_if_needed(causes_from_alerts([drift_alert("temp"), drift_alert("humid")]),
-                              Ledger(tmp_path / "ledger.json"), start)
+    third = retrain_if_needed(
+        causes_from_alerts([drift_alert("temp"), drift_alert("humid")]),
+        Ledger(tmp_path / "ledger.json"),
+        start,
+    )
     assert len(runs) == 2 and third.started[0]["causes"] == [
         "FlightDelayFeatureDrift(comparison=drift, feature=humid)"]  # fmt: skip
 

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.unit
 TH = RolloutThresholds(min_requests=100)
 
 
-def stats(version: str, requests: float = 1000, error_rate: float = 0.001, p99: float = 0.01,
-          positive: float = 0.2, score: float = 0.25) -> VersionStats:
+def stats(
+    version: str,
+    requests: float = 1000,
+    error_rate: float = 0.001,
+    p99: float = 0.01,
+    positive: float = 0.2,
+    score: float = 0.25,
+) -> VersionStats:
     return VersionStats(
         version, requests, error_rate, p99,
         {"carrier=UA": positive, "origin=JFK": 0.22},
@@ -75,5 +81,5 @@ def test_canary_patch_sets_and_removes_the_field() -> None:
     promoted = canary_patch(started, None, None)
     assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
     assert canary_patch(started, None, 0)["spec"]["predictor"]["canaryTrafficPercent"] == 0
-    with pytest.raises(ValueError, match="0..100"):
+    with pytest.raises(ValueError, match=r"0\.\.100"):
         canary_patch(isvc, None, 120)
