@@ -169,9 +169,9 @@ def export_metrics(result: MonitorResult, model: str) -> Any:
             limit.labels(model, feature, comparison).set(limits.get(feature, np.inf))
     for row in result.slice_quality:
         for metric in ("auc", "accuracy"):
-            value = row.get(metric)
-            if value is not None and not np.isnan(value):
-                quality.labels(model, row["slice_key"], row["slice_value"], metric).set(value)
+            measured = row.get(metric)
+            if measured is not None and not np.isnan(measured):
+                quality.labels(model, row["slice_key"], row["slice_value"], metric).set(measured)
     return registry
 
 

@@ -103,7 +103,7 @@ def retrain_if_needed(
     """
     entries = ledger.load()
     result = TriggerResult()
-    new = []
+    new: list[Cause] = []
     for cause in causes:
         if cause.fingerprint in entries:
             result.skipped.append(
