@@ -105,9 +105,20 @@ class PrometheusClient:
         return out
 
 
-def version_stats(prom: PrometheusClient, model: str, version: str, window: str) -> VersionStats:
-    """Collect one version's request, error, latency and per-slice prediction figures."""
-    sel = f'model="{model}",version="{version}"'
+def selector(model: str, version: str) -> str:
+    """The PromQL label selector of one served version."""
+    return f'model="{model}",version="{version}"'
+
+
+def version_stats(prom: PrometheusClient, sel: str, window: str) -> VersionStats:
+    """Collect one version's request, error, latency and per-slice prediction figures.
+
+    Args:
+        prom: The Prometheus to query.
+        sel: Label selector of the version, see :func:`selector`.
+        window: PromQL range, e.g. ``5m``.
+    """
+    version = dict(kv.split("=", 1) for kv in sel.split(",")).get("version", '""').strip('"')
     requests = prom.scalar(f"sum(increase({T.REQUESTS}{{{sel}}}[{window}]))")
     errors = prom.scalar(f"sum(increase({T.REQUEST_ERRORS}{{{sel}}}[{window}]))")
     p99 = prom.scalar(
@@ -198,13 +209,11 @@ def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) ->
 
 
 def analyze(
-    prom: PrometheusClient, model: str, canary: str, stable: str, th: RolloutThresholds
+    prom: PrometheusClient, canary: str, stable: str, th: RolloutThresholds
 ) -> RolloutAnalysis:
-    """Query Prometheus for both versions and decide."""
+    """Query Prometheus for both versions (label selectors) and decide."""
     return decide(
-        version_stats(prom, model, canary, th.window),
-        version_stats(prom, model, stable, th.window),
-        th,
+        version_stats(prom, canary, th.window), version_stats(prom, stable, th.window), th
     )
 
 

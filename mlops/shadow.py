@@ -1,0 +1,189 @@
+"""Local rollout in shadow mode: stable and candidate served side by side on the same traffic.
+
+Starts the real KServe model server on 127.0.0.1 with the ``production`` version as
+``<model>`` and the candidate as ``<model>-candidate`` (one process, both models), and a real
+Prometheus scraping it. Held-out flights are replayed to both; the rollout analysis of
+:mod:`mlops.rollout` then reads the same series it reads for a cluster canary, and the decision
+is recorded in the registry (``production`` moves only on promote).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops import features as F
+from mlops.rollout import (
+    PrometheusClient,
+    RolloutAnalysis,
+    RolloutThresholds,
+    analyze,
+    record_decision,
+    selector,
+)
+
+CANDIDATE_SUFFIX = "-candidate"
+WARMUP = 5
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    """Wait until ``url`` answers 200, failing early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s")
+
+
+@contextmanager
+def serving_pair(
+    model_name: str, stable_dir: Path, candidate_dir: Path, feature_repo: Path, work: Path
+) -> Iterator[str]:
+    """The model server with both versions; yields its base URL."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "serving.transformer", f"--model_name={model_name}",
+        f"--model_dir={stable_dir}", f"--second_model_dir={candidate_dir}",
+        f"--second_model_name={model_name}{CANDIDATE_SUFFIX}", f"--feast_repo={feature_repo}",
+        f"--http_port={port}", f"--request_log={work / 'requests.jsonl'}",
+    ]  # fmt: skip
+    log = (work / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base}/v2/models/{model_name}{CANDIDATE_SUFFIX}/ready", proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextmanager
+def prometheus(target: str, work: Path) -> Iterator[PrometheusClient]:
+    """A real Prometheus scraping ``target`` (host:port) every second."""
+    if shutil.which("prometheus") is None:
+        raise FileNotFoundError("prometheus not found; run tools/install-prometheus.sh")
+    port = free_port()
+    config = work / "prometheus.yml"
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "serving", "static_configs": [{"targets": [target]}]}],
+    }))  # fmt: skip
+    proc = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+         f"--storage.tsdb.path={work / 'tsdb'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/-/ready", proc, timeout=30)
+        yield PrometheusClient(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def replay_rows(flights: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
+    """Request instances (request features + tail number) of held-out flights."""
+    rows = []
+    for rec in flights.head(limit).to_dict(orient="records"):
+        inst = {n: rec[n] for n in F.REQUEST_FEATURE_NAMES}
+        inst[F.TAILNUM] = rec[F.TAILNUM]
+        rows.append({k: (float(v) if k in F.NUMERIC_FEATURES else str(v)) for k, v in inst.items()})
+    return rows
+
+
+def post(url: str, body: dict[str, Any]) -> int:
+    """POST JSON; return the HTTP status (errors are traffic too)."""
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def shadow_rollout(
+    registry: Any,
+    model_name: str,
+    candidate_version: int,
+    feature_repo: Path,
+    replay: pd.DataFrame,
+    thresholds: RolloutThresholds | None = None,
+    requests: int = 400,
+) -> RolloutAnalysis:
+    """Serve production and candidate side by side, replay traffic, analyse, record.
+
+    Args:
+        registry: The model registry (``mlops.registry.ModelRegistry``).
+        model_name: Registered model name.
+        candidate_version: The version to roll out.
+        feature_repo: The Feast repository the server reads online features from.
+        replay: Held-out flights to replay (entity/label table columns).
+        thresholds: Rollout thresholds; defaults suited to a short replay.
+        requests: Flights to replay to each version (bounded).
+    """
+    stable = registry.find(model_name, "production")
+    if stable is None:
+        raise ValueError(f"{model_name} has no production version to compare with")
+    candidate = registry.get(model_name, candidate_version)
+    th = thresholds or RolloutThresholds(window="5m", min_requests=min(200, requests // 2))
+    registry.record_event(model_name, candidate_version, "shadow_started",
+                          {"stable_version": stable.version, "requests": requests})  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="shadow-") as tmp:
+        work = Path(tmp)
+        with serving_pair(model_name, stable.local_model_path, candidate.local_model_path,
+                          feature_repo, work) as base:  # fmt: skip
+            with prometheus(base.removeprefix("http://"), work) as prom:
+                rows = replay_rows(replay, requests + WARMUP)
+                # Counters appear at their first request; a few requests and scrapes first, so
+                # the windowed increase() over the replay starts from a sample, not from nothing.
+                for inst in rows[:WARMUP]:
+                    for name in (model_name, f"{model_name}{CANDIDATE_SUFFIX}"):
+                        post(f"{base}/v1/models/{name}:predict", {"instances": [inst]})
+                time.sleep(2.5)
+                for inst in rows[WARMUP:]:
+                    for name in (model_name, f"{model_name}{CANDIDATE_SUFFIX}"):
+                        post(f"{base}/v1/models/{name}:predict", {"instances": [inst]})
+                time.sleep(4)  # a few scrapes after the last request
+                analysis = analyze(
+                    prom,
+                    selector(f"{model_name}{CANDIDATE_SUFFIX}", str(candidate.version)),
+                    selector(model_name, str(stable.version)),
+                    th,
+                )
+    record_decision(registry, model_name, candidate_version, analysis)
+    return analysis
