@@ -165,25 +165,27 @@ def shadow_rollout(
                           {"stable_version": stable.version, "requests": requests})  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="shadow-") as tmp:
         work = Path(tmp)
-        with serving_pair(model_name, stable.local_model_path, candidate.local_model_path,
-                          feature_repo, work) as base:  # fmt: skip
-            with prometheus(base.removeprefix("http://"), work) as prom:
-                rows = replay_rows(replay, requests + WARMUP)
-                # Counters appear at their first request; a few requests and scrapes first, so
-                # the windowed increase() over the replay starts from a sample, not from nothing.
-                for inst in rows[:WARMUP]:
-                    for name in (model_name, f"{model_name}{CANDIDATE_SUFFIX}"):
-                        post(f"{base}/v1/models/{name}:predict", {"instances": [inst]})
-                time.sleep(2.5)
-                for inst in rows[WARMUP:]:
-                    for name in (model_name, f"{model_name}{CANDIDATE_SUFFIX}"):
-                        post(f"{base}/v1/models/{name}:predict", {"instances": [inst]})
-                time.sleep(4)  # a few scrapes after the last request
-                analysis = analyze(
-                    prom,
-                    selector(f"{model_name}{CANDIDATE_SUFFIX}", str(candidate.version)),
-                    selector(model_name, str(stable.version)),
-                    th,
-                )
+        pair = serving_pair(
+            model_name, stable.local_model_path, candidate.local_model_path, feature_repo, work
+        )
+        with pair as base, prometheus(base.removeprefix("http://"), work) as prom:
+            rows = replay_rows(replay, requests + WARMUP)
+            urls = [
+                f"{base}/v1/models/{n}:predict" for n in (model_name, model_name + CANDIDATE_SUFFIX)
+            ]
+            # Counters appear at their first request; a few requests and scrapes first, so
+            # the windowed increase() over the replay starts from a sample, not from nothing.
+            for i, inst in enumerate(rows):
+                for url in urls:
+                    post(url, {"instances": [inst]})
+                if i == WARMUP - 1:
+                    time.sleep(2.5)
+            time.sleep(4)  # a few scrapes after the last request
+            analysis = analyze(
+                prom,
+                selector(f"{model_name}{CANDIDATE_SUFFIX}", str(candidate.version)),
+                selector(model_name, str(stable.version)),
+                th,
+            )
     record_decision(registry, model_name, candidate_version, analysis)
     return analysis
