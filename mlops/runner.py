@@ -22,7 +22,7 @@ COMPILED_PIPELINE = Path("pipelines/training_pipeline.yaml")
 # Steps of the DAG in order, as kfp names the tasks (component function names, `_` -> `-`).
 STEPS = (
     "ingest-op", "validate-op", "validation-gate-op", "transform-op", "train-op", "evaluate-op",
-    "push-op",
+    "push-op", "deploy-op",
 )  # fmt: skip
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -136,6 +136,12 @@ def _decisions(steps: dict[str, StepRecord]) -> tuple[dict[str, Any], dict[str, 
         path = Path(blessing.get("path", ""))
         if path.is_file():
             evaluation = json.loads(path.read_text())
+    deploy = steps.get("deploy-op")
+    if deploy and deploy.outputs:
+        meta = deploy.outputs.get("decision", {}).get("metadata", {})
+        decisions["deploy"] = meta.get("action")
+        decisions["deploy reasons"] = meta.get("reasons")
+        decisions["production version"] = meta.get("production_version") or None
     push = steps.get("push-op")
     if push and push.outputs:
         meta = push.outputs.get("pushed", {}).get("metadata", {})
@@ -155,6 +161,8 @@ def run_local(runs_dir: Path, arguments: dict[str, Any], run_name: str | None = 
     from pipelines.training_pipeline import training_pipeline
 
     run_name = run_name or datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
+    # Locally there is no InferenceService: deploy runs the shadow analysis on loopback.
+    arguments = {"deploy_mode": "local", **arguments}
     root = (runs_dir / run_name).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))

@@ -1,4 +1,5 @@
-"""The continuous-training DAG: ingest -> validate -> transform -> train -> evaluate -> push.
+"""The continuous-training DAG: ingest -> validate -> transform -> train -> evaluate -> push ->
+deploy.
 
 One typed pipeline factory; every setting is a parameter. Compiling, running locally and
 submitting live in ``mlops.runner`` and the CLI, never here. Only component definitions are
@@ -11,6 +12,7 @@ same DAG runs locally and in the cluster.
 
 from kfp import dsl
 
+from components.deploy.component import deploy_op
 from components.evaluate.component import evaluate_op
 from components.gate.component import validation_gate_op
 from components.ingest.component import ingest_op
@@ -46,6 +48,10 @@ def training_pipeline(
     max_slice_auc_drop: float = 0.05,
     min_slice_count: int = 200,
     stop_on_invalid_data: bool = True,
+    deploy_mode: str = "cluster",
+    inference_service: str = "flight-delay",
+    namespace: str = "flight-delay",
+    prometheus_url: str = "http://prometheus-operated.monitoring:9090",
     code_revision: str = "",
 ) -> None:
     """Train on the spans ``first_span``..``last_span`` and push the model if it earns it.
@@ -71,6 +77,10 @@ def training_pipeline(
         min_slice_count: Slices with fewer eval examples are reported, not gating.
         stop_on_invalid_data: Fail the run at the validation gate when the data is invalid
             (else it runs on and push refuses the model).
+        deploy_mode: ``cluster`` (KServe canary) or ``local`` (shadow analysis on loopback).
+        inference_service: The InferenceService to roll out (cluster).
+        namespace: Its namespace (cluster).
+        prometheus_url: Prometheus the rollout analysis queries (cluster).
         code_revision: Git revision of the code that built the component image.
     """
     # Point-in-time training set from the Feast offline store, split by time.
@@ -135,7 +145,7 @@ def training_pipeline(
     )
     evaluate.set_display_name("evaluate").set_caching_options(False)
 
-    # Register and promote only a validated, blessed model; otherwise record why not.
+    # Register only a validated, blessed model (as candidate); otherwise record why not.
     push = push_op(
         model=train.outputs["model"],
         blessing=evaluate.outputs["blessing"],
@@ -148,5 +158,20 @@ def training_pipeline(
         hyperparameters=hyperparameters,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         code_revision=code_revision,
+        promote=False,
     )
     push.set_display_name("push").set_caching_options(False).set_retry(2)
+
+    # Canary (cluster) or shadow analysis (local); production moves only on promotion.
+    deploy = deploy_op(
+        pushed=push.outputs["pushed"],
+        eval_data=ingest.outputs["eval_data"],
+        registry_uri=registry_uri,
+        model_name=model_name,
+        deploy_mode=deploy_mode,
+        feature_repo=feature_repo,
+        inference_service=inference_service,
+        namespace=namespace,
+        prometheus_url=prometheus_url,
+    )
+    deploy.set_display_name("deploy").set_caching_options(False)

@@ -83,3 +83,22 @@ def test_canary_patch_sets_and_removes_the_field() -> None:
     assert canary_patch(started, None, 0)["spec"]["predictor"]["canaryTrafficPercent"] == 0
     with pytest.raises(ValueError, match=r"0\.\.100"):
         canary_patch(isvc, None, 120)
+
+
+def test_deploy_does_nothing_without_a_push_and_promotes_a_first_model(tmp_path) -> None:
+    from components.deploy.core import deploy
+    from mlops.registry import Lineage, ModelRegistry
+
+    registry = ModelRegistry(str(tmp_path / "reg"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "saved_model.pb").write_bytes(b"x")
+    v = registry.register("fd", tmp_path / "m", Lineage(blessed=True), {}).version
+
+    none = deploy({"pushed": False, "reason": "not blessed: auc"}, str(tmp_path / "reg"), "fd",
+                  "local")  # fmt: skip
+    assert none.action == "none" and "not blessed" in none.reasons[0]
+    assert registry.find("fd", "production") is None
+
+    first = deploy({"pushed": True, "version": v}, str(tmp_path / "reg"), "fd", "local")
+    assert first.action == "promoted" and first.production_version == v
+    assert registry.resolve("fd", "production").version == v

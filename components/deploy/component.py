@@ -1,0 +1,53 @@
+"""KFP component: the last step of the DAG, a canary (cluster) or shadow analysis (local)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from components.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def deploy_op(
+    pushed: Input[Artifact],
+    eval_data: Input[Dataset],
+    registry_uri: str,
+    model_name: str,
+    deploy_mode: str,
+    feature_repo: str,
+    decision: Output[Artifact],
+    inference_service: str = "flight-delay",
+    namespace: str = "flight-delay",
+    prometheus_url: str = "",
+) -> str:
+    """Roll the pushed version out; ``production`` moves only on promotion."""
+    import json
+    from pathlib import Path
+
+    from components.deploy.core import deploy
+    from components.runtime import exit_after_outputs
+
+    exit_after_outputs()
+    if deploy_mode not in ("local", "cluster"):
+        raise ValueError(f"deploy_mode must be 'local' or 'cluster', got {deploy_mode!r}")
+    result = deploy(
+        json.loads(Path(pushed.path).read_text()),
+        registry_uri,
+        model_name,
+        deploy_mode,  # type: ignore[arg-type]
+        feature_repo=Path(feature_repo),
+        replay_path=Path(eval_data.path),
+        inference_service=inference_service,
+        namespace=namespace,
+        prometheus_url=prometheus_url,
+    )
+    Path(decision.path).write_text(result.to_json())
+    decision.metadata.update(
+        {
+            "action": result.action,
+            "version": result.version or 0,
+            "production_version": result.production_version or 0,
+            "reasons": "\n".join(result.reasons),
+        }
+    )
+    print(result.to_json())
+    return result.to_json()

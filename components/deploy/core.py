@@ -1,0 +1,124 @@
+"""Deploy core: roll a newly pushed version out, moving ``production`` only on promotion.
+
+- nothing pushed (not blessed, or invalid data): nothing to deploy, and it says why;
+- no production version yet: the first model becomes production (there is nothing to compare
+  it with);
+- ``local``: shadow analysis, production and candidate served side by side on replayed
+  held-out flights (:mod:`mlops.shadow`);
+- ``cluster``: the InferenceService's canary starts at 10 % of traffic (:mod:`mlops.rollout`);
+  the rollout controller then steps it to 50 % and promotes, or rolls it back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["local", "cluster"]
+
+
+@dataclass
+class DeployResult:
+    """What deploy did."""
+
+    action: str
+    version: int | None
+    production_version: int | None
+    reasons: list[str]
+
+    def to_json(self) -> str:
+        """JSON form for the artifact and the logs."""
+        return json.dumps(asdict(self), indent=2)
+
+
+def deploy(
+    pushed: dict[str, Any],
+    registry_uri: str,
+    model_name: str,
+    mode: Mode,
+    feature_repo: Path | None = None,
+    replay_path: Path | None = None,
+    inference_service: str = "flight-delay",
+    namespace: str = "flight-delay",
+    prometheus_url: str = "",
+    replay_requests: int = 300,
+) -> DeployResult:
+    """Deploy the version push registered, as ``mode`` says.
+
+    Args:
+        pushed: The push result (``pushed``, ``version``, ``reason``).
+        registry_uri: The model registry.
+        model_name: Registered model name.
+        mode: ``local`` (shadow analysis) or ``cluster`` (KServe canary).
+        feature_repo: Feast repository for the local server's online features.
+        replay_path: Held-out flights (parquet) replayed in shadow mode.
+        inference_service: Name of the InferenceService (cluster).
+        namespace: Its namespace (cluster).
+        prometheus_url: Prometheus the cluster controller will query.
+        replay_requests: Flights replayed to each version in shadow mode.
+    """
+    from mlops.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_uri)
+    current = registry.find(model_name, "production")
+    current_version = None if current is None else current.version
+    if not pushed.get("pushed"):
+        return DeployResult(
+            "none",
+            None,
+            current_version,
+            [f"nothing to deploy: {pushed.get('reason', 'not pushed')}"],
+        )
+    version = int(pushed["version"])
+    if current is None:
+        registry.set_alias(
+            model_name, "production", version, reason="first model: nothing to compare it with"
+        )
+        return DeployResult(
+            "promoted", version, version, ["first model: promoted without a canary"]
+        )
+    if mode == "local":
+        import pandas as pd
+
+        from mlops.shadow import shadow_rollout
+
+        if feature_repo is None or replay_path is None:
+            raise ValueError("local deploy needs feature_repo and replay_path")
+        analysis = shadow_rollout(
+            registry,
+            model_name,
+            version,
+            feature_repo,
+            pd.read_parquet(replay_path),
+            requests=replay_requests,
+        )
+        production = registry.find(model_name, "production")
+        action = {"promote": "promoted", "rollback": "rolled_back", "hold": "held"}
+        return DeployResult(
+            action[analysis.decision],
+            version,
+            None if production is None else production.version,
+            analysis.reasons,
+        )
+    from mlops.rollout import ClusterRollout, PrometheusClient, RolloutThresholds
+
+    controller = ClusterRollout.from_kubeconfig(
+        prom=PrometheusClient(prometheus_url),
+        registry=registry,
+        name=inference_service,
+        namespace=namespace,
+        model_name=model_name,
+        thresholds=RolloutThresholds(),
+    )
+    controller.start(version)
+    return DeployResult(
+        "canary_started",
+        version,
+        current_version,
+        [
+            f"canary of version {version} at 10 % of {namespace}/"
+            f"{inference_service}; the rollout controller decides"
+        ],
+    )
