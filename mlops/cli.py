@@ -119,6 +119,8 @@ def _cmd_compile(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
     out = compile_pipeline(Path(args.out), args.image)
     print(f"compiled pipeline written to {out}")
+    out = compile_pipeline(Path(args.monitoring_out), args.image, monitoring=True)
+    print(f"compiled monitoring pipeline written to {out}")
     return 0
 
 
@@ -170,24 +172,19 @@ def _cmd_monitor(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
-    from mlops.retrain import Cause, Ledger, causes_from_alerts, retrain_if_needed
-    from mlops.rollout import PrometheusClient
+def _run_starter(cfg: PlatformConfig, args: argparse.Namespace) -> Callable[[list], str]:
+    """How a retraining cause starts a run: a KFP submission, or a local kfp.local run."""
 
-    if args.alerts_file:
-        payload = json.loads(Path(args.alerts_file).read_text())
-        alerts = payload.get("alerts", payload) if isinstance(payload, dict) else payload
-    else:
-        alerts = PrometheusClient(args.prometheus).query('ALERTS{alertstate="firing"}')
-
-    def start_run(causes: list[Cause]) -> str:
+    def start_run(causes: list) -> str:
         reason = "; ".join(c.describe() for c in causes)
         if args.submit:
-            submit_args = [*sys.argv[:1], "submit", "--run-name", f"retrain-{int(time.time())}"]
+            submit_args = ["submit", "--run-name", f"retrain-{int(time.time())}"]
             if args.through_month:
                 submit_args += ["--through-month", str(args.through_month)]
-            print(f"retraining for {reason}: {' '.join(submit_args[1:])}")
-            return str(main(submit_args[1:]))
+            print(f"retraining for {reason}: mlops {' '.join(submit_args)}")
+            if main(submit_args) != 0:
+                raise RuntimeError("submission failed")
+            return submit_args[2]
         from mlops.runner import run_local
 
         name = f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}"
@@ -196,6 +193,31 @@ def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         print("\n".join(summary.lines()))
         return name
 
+    return start_run
+
+
+def _cmd_alert_receiver(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.retrain import Ledger, serve_alert_webhook
+
+    server = serve_alert_webhook(
+        args.host, args.port, Ledger(Path(args.ledger)), _run_starter(cfg, args)
+    )
+    print(f"Alertmanager webhook on http://{args.host}:{args.port}/")
+    server.serve_forever()
+    return 0
+
+
+def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.retrain import Ledger, causes_from_alerts, retrain_if_needed
+    from mlops.rollout import PrometheusClient
+
+    if args.alerts_file:
+        payload = json.loads(Path(args.alerts_file).read_text())
+        alerts = payload.get("alerts", payload) if isinstance(payload, dict) else payload
+    else:
+        alerts = PrometheusClient(args.prometheus).query('ALERTS{alertstate="firing"}')
+
+    start_run = _run_starter(cfg, args)
     result = retrain_if_needed(causes_from_alerts(alerts), Ledger(Path(args.ledger)), start_run)
     print(json.dumps(result.to_dict(), indent=2))
     return 0
@@ -244,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
     p.add_argument("--out", default="pipelines/training_pipeline.yaml")
+    p.add_argument("--monitoring-out", default="pipelines/monitoring_pipeline.yaml")
     p.add_argument("--image", help="component image to run every step in (registry/name:tag)")
     p.set_defaults(func=_cmd_compile)
 
@@ -280,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-auc", type=float)
     p.add_argument("--max-auc-drop", type=float)
     p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser("alert-receiver", help="Alertmanager webhook that starts retraining")
+    _window_flags(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a pod)")
+    p.add_argument("--port", type=int, default=9095)
+    p.add_argument("--ledger", default="runs/retrain-ledger.json", help="handled causes")
+    p.add_argument("--submit", action="store_true", help="submit to KFP instead of running")
+    p.add_argument("--hyperparameters", default="{}")
+    p.add_argument("--min-auc", type=float)
+    p.add_argument("--max-auc-drop", type=float)
+    p.set_defaults(func=_cmd_alert_receiver)
 
     from mlops.registry import add_models_parser, cli_models
 

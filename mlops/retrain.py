@@ -120,3 +120,46 @@ def retrain_if_needed(
     ledger.save(entries)
     result.started.append({"run": run_id, "causes": [c.describe() for c in new]})
     return result
+
+
+def serve_alert_webhook(
+    host: str, port: int, ledger: Ledger, start_run: Callable[[list[Cause]], str]
+) -> Any:
+    """An HTTP server for Alertmanager's webhook: ``POST /`` with its JSON payload.
+
+    Each delivery goes through :func:`retrain_if_needed`, so repeated notifications of a cause
+    (Alertmanager re-sends while an alert fires) start one run. Returns the server; call
+    ``serve_forever()`` on it (``mlops alert-receiver`` does).
+    """
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()  # one delivery at a time: the ledger is read, then written
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            try:
+                length = int(self.headers.get("content-length", 0))
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                alerts = payload.get("alerts") if isinstance(payload, dict) else None
+                if not isinstance(alerts, list):
+                    raise ValueError("payload has no 'alerts' list")
+            except ValueError as err:
+                self._reply(400, {"error": f"bad Alertmanager payload: {err}"})
+                return
+            with lock:
+                result = retrain_if_needed(causes_from_alerts(alerts), ledger, start_run)
+            self._reply(200, result.to_dict())
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return ThreadingHTTPServer((host, port), Handler)

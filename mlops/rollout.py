@@ -355,7 +355,10 @@ class ClusterRollout:
         obj = self._get()
         current = obj.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
         analysis = analyze(
-            self.prom, self.model_name, str(canary_version), str(stable_version), self.thresholds
+            self.prom,
+            selector(self.model_name, str(canary_version)),
+            selector(self.model_name, str(stable_version)),
+            self.thresholds,
         )
         traffic = next_traffic_percent(current, analysis.decision)
         if traffic != current:

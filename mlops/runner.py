@@ -19,6 +19,7 @@ from typing import Any
 from mlops.report import StepRecord, build_report, read_task_outputs
 
 COMPILED_PIPELINE = Path("pipelines/training_pipeline.yaml")
+COMPILED_MONITORING = Path("pipelines/monitoring_pipeline.yaml")
 # Steps of the DAG in order, as kfp names the tasks (component function names, `_` -> `-`).
 STEPS = (
     "ingest-op", "validate-op", "validation-gate-op", "transform-op", "train-op", "evaluate-op",
@@ -27,22 +28,29 @@ STEPS = (
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def compile_pipeline(out: Path = COMPILED_PIPELINE, image: str | None = None) -> Path:
-    """Compile the pipeline to KFP IR YAML (what `kfp pipeline create` uploads).
+def compile_pipeline(
+    out: Path = COMPILED_PIPELINE, image: str | None = None, monitoring: bool = False
+) -> Path:
+    """Compile a pipeline to KFP IR YAML (what `kfp pipeline create` uploads).
 
     Args:
         out: Where to write the YAML.
         image: Component image (registry/name:tag) to run every step in, instead of the
             default of ``components/images.py``; set when images are pushed to your registry.
+        monitoring: Compile the monitoring pipeline instead of the training pipeline.
     """
     import yaml
     from kfp import compiler
 
     from components.images import COMPONENT_IMAGE
-    from pipelines.training_pipeline import training_pipeline
+
+    if monitoring:
+        from pipelines.monitoring_pipeline import monitoring_pipeline as pipeline
+    else:
+        from pipelines.training_pipeline import training_pipeline as pipeline
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(training_pipeline, str(out))
+    compiler.Compiler().compile(pipeline, str(out))
     if image and image != COMPONENT_IMAGE:
         docs = list(yaml.safe_load_all(out.read_text()))
         for executor in docs[0]["deploymentSpec"]["executors"].values():

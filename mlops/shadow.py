@@ -52,7 +52,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {url}")
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before {url}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.runner import COMPILED_PIPELINE, STEPS, compile_pipeline
+from mlops.runner import COMPILED_MONITORING, COMPILED_PIPELINE, STEPS, compile_pipeline
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,3 +54,12 @@ def test_image_can_be_set_at_compile_time(tmp_path: Path) -> None:
     spec = yaml.safe_load(out.read_text())
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example.com/fd/components:1.2"}
+
+
+def test_monitoring_pipeline_yaml_is_not_stale(tmp_path: Path) -> None:
+    out = compile_pipeline(tmp_path / "monitoring.yaml", monitoring=True)
+    compiled = yaml.safe_load(out.read_text())
+    assert compiled == yaml.safe_load((ROOT / COMPILED_MONITORING).read_text()), (
+        "pipelines/monitoring_pipeline.yaml is stale: run `make compile`"
+    )
+    assert set(compiled["root"]["dag"]["tasks"]) == {"monitor-op"}

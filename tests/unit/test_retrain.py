@@ -60,3 +60,40 @@ def test_nothing_to_do_starts_nothing(tmp_path: Path) -> None:
 
     result = retrain_if_needed([], Ledger(tmp_path / "l.json"), start)
     assert result.started == [] and not (tmp_path / "l.json").exists()
+
+
+def test_alertmanager_webhook_starts_one_run_and_rejects_bad_payloads(tmp_path: Path) -> None:
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from mlops.retrain import serve_alert_webhook
+
+    runs: list[str] = []
+    server = serve_alert_webhook("127.0.0.1", 0, Ledger(tmp_path / "l.json"),
+                                 lambda causes: runs.append("x") or f"run-{len(runs)}")  # fmt: skip
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    payload = {"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "FlightDelayFeatureDrift",
+                                        "feature": "temp", "comparison": "skew"}}]}  # fmt: skip
+
+    def post(body: bytes) -> tuple[int, dict]:
+        req = urllib.request.Request(url, body, {"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    try:
+        first = post(json.dumps(payload).encode())
+        again = post(json.dumps(payload).encode())  # Alertmanager re-sends while firing
+        bad = post(b"{not json")
+    finally:
+        server.shutdown()
+    assert first[0] == 200 and first[1]["started"][0]["run"] == "run-1"
+    assert again[0] == 200 and again[1]["started"] == [] and runs == ["x"]
+    assert bad[0] == 400 and "bad Alertmanager payload" in bad[1]["error"]

@@ -1,0 +1,47 @@
+"""KFP component: the monitoring job for the cluster (skew, drift, live quality -> Pushgateway)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+from components.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def monitor_op(
+    request_log: str,
+    registry_uri: str,
+    model_name: str,
+    previous_statistics_uri: str,
+    feedback_uri: str,
+    pushgateway: str,
+    statistics: Output[Artifact],
+) -> str:
+    """Compare served requests with the production model's training data and the last window."""
+    from pathlib import Path
+
+    from components.runtime import exit_after_outputs
+    from mlops.monitor import push_metrics, run_monitor
+    from mlops.registry import ModelRegistry
+
+    exit_after_outputs()
+    production = ModelRegistry(registry_uri).find(model_name, "production")
+    if production is None:
+        raise ValueError(f"{model_name} has no production version to monitor")
+    result = run_monitor(
+        Path(request_log),
+        Path(production.statistics_uri),
+        Path(statistics.path),
+        previous_stats=Path(previous_statistics_uri) if previous_statistics_uri else None,
+        feedback=Path(feedback_uri) if feedback_uri else None,
+    )
+    if pushgateway:
+        push_metrics(result, model_name, pushgateway)
+    statistics.metadata.update(
+        {
+            "requests": result.requests,
+            "skewed": ",".join(result.skewed),
+            "drifted": ",".join(result.drifted),
+            "production_version": production.version,
+        }
+    )
+    return result.to_json()
