@@ -13,6 +13,7 @@ BIN := $(VENV)/bin
 MLOPS := $(BIN)/mlops
 PYTEST_ARGS ?=
 RUN_ARGS ?=
+SERVE_ARGS ?=
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +47,9 @@ data: feature_repo/data/.stamp ## prepare the flights data, feast apply, materia
 run: data ## run the training pipeline locally (kfp.local) and print what it decided
 	$(MLOPS) run $(RUN_ARGS)
 
+serve: data ## serve the production model on 127.0.0.1:8080 (KServe V1/V2, /metrics)
+	$(MLOPS) serve $(SERVE_ARGS)
+
 compile: venv ## compile the pipeline to pipelines/training_pipeline.yaml
 	$(MLOPS) compile
 
@@ -74,4 +78,4 @@ clean: ## remove generated data and runs (keeps the environment)
 
 -include mk/*.mk
 
-.PHONY: help venv lock data run compile report test test-unit lint bench clean
+.PHONY: help venv lock data run serve compile report test test-unit lint bench clean

@@ -315,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-auc-drop", type=float)
     p.set_defaults(func=_cmd_alert_receiver)
 
+    from serving.cli import add_serve_parser, cli_serve
+
+    add_serve_parser(sub)
+    sub.choices["serve"].set_defaults(func=lambda cfg, a: cli_serve(a, _registry_uri(cfg)))
+
     from mlops.registry import add_models_parser, cli_models
 
     add_models_parser(sub)

@@ -1,0 +1,214 @@
+"""Benchmark of online serving: wrk on loopback against the KServe transformer + predictor.
+
+Figures (each wrk run ~10 s, 8 connections, 1 server worker): throughput and p50/p99 latency of
+single-row V1 requests through the embedded transformer + predictor (one process, Feast SDK with
+the entity cache), the same for a trivial KServe model served by the same server class in the same
+run (the baseline), their ratio, the two-process topology (transformer -> predictor over HTTP),
+the uncached Feast SDK path, and batched throughput in rows/s. Request bodies are real flights of
+the last day of the data (whose entities the materialized online store holds), cycled by a Lua
+script so the tail numbers vary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from mlops import features as F
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO = ROOT / "feature_repo"
+CONNECTIONS = 8
+DURATION_S = 10
+BATCH_ROWS = 64
+
+LUA = """
+bodies = {}
+local f = io.open("%(bodies)s", "r")
+for line in f:lines() do bodies[#bodies + 1] = line end
+f:close()
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    """Path of wrk, installing the Debian package if it is missing."""
+    path = shutil.which("wrk")
+    if path is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+        path = shutil.which("wrk")
+    if path is None:
+        raise RuntimeError("wrk is not installed")
+    return path
+
+
+def wait_ready(
+    port: int, model: str, proc: subprocess.Popen[bytes], timeout_s: float = 120
+) -> None:
+    """Wait until ``model`` answers ready on ``port`` (or the process dies)."""
+    deadline = time.monotonic() + timeout_s
+    url = f"http://127.0.0.1:{port}/v2/models/{model}/ready"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout_s} s")
+
+
+@contextmanager
+def server(args: list[str], port: int, model: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``python -m <args>`` on loopback, wait for ``model``, terminate on exit."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args, f"--http_port={port}"], cwd=ROOT, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_ready(port, model, proc)
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def wrk(url: str, bodies: list[str], tmp: Path, duration_s: int = DURATION_S) -> dict[str, float]:
+    """Run wrk with POST bodies cycled by Lua; return requests/s, p50/p99 ms and non-2xx count."""
+    body_file = tmp / f"bodies-{len(bodies)}-{abs(hash(bodies[0]))}.txt"
+    body_file.write_text("\n".join(bodies) + "\n")
+    script = tmp / "post.lua"
+    script.write_text(LUA % {"bodies": body_file})
+    # One warm-up second first: TF's first calls and the entity cache are not the steady state.
+    for secs in (1, duration_s):
+        proc = subprocess.run(
+            [ensure_wrk(), "-t2", f"-c{CONNECTIONS}", f"-d{secs}s", "--latency", "-s",
+             str(script), url],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    out = proc.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non_2xx": float(bad.group(1)) if bad else 0}
+
+
+def request_bodies(n_rows: int, n_bodies: int = 200) -> list[str]:
+    """V1 bodies of ``n_rows`` real flights each, from the last day of the data."""
+    flights = pd.read_parquet(REPO / "data" / "flights.parquet").tail(n_rows * n_bodies)
+    fields = (*F.REQUEST_FEATURE_NAMES, F.TAILNUM)
+    rows = [
+        {
+            k: (float(v) if k in F.NUMERIC_FEATURES else str(v))
+            for k, v in zip(fields, vals, strict=True)
+        }
+        for vals in flights[list(fields)].itertuples(index=False)
+    ]
+    rows = [r for r in rows if r[F.TAILNUM] != F.MISSING_CATEGORY]
+    return [
+        json.dumps({"instances": rows[i : i + n_rows]})
+        for i in range(0, len(rows) - n_rows + 1, n_rows)
+    ][:n_bodies]
+
+
+def export_model(path: Path) -> Path:
+    """The model to serve: ``BENCH_MODEL_DIR`` if set, else a contract-following fixture model."""
+    if os.environ.get("BENCH_MODEL_DIR"):
+        return Path(os.environ["BENCH_MODEL_DIR"])
+    sys.path.insert(0, str(ROOT))
+    from tests.model_fixtures import export_logistic_model
+
+    return export_logistic_model(path)
+
+
+def run() -> dict[str, float | str]:
+    """Measure the serving figures; see the module docstring."""
+    figures: dict[str, float | str] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = export_model(tmp / "model")
+        single, batched = request_bodies(1), request_bodies(BATCH_ROWS, 20)
+
+        def put(prefix: str, res: dict[str, float]) -> None:
+            for key, value in res.items():
+                figures[f"{prefix}_{key}"] = round(value, 2)
+
+        port = free_port()
+        with server(["serving.trivial", "--model_name=trivial"], port, "trivial", tmp / "t.log"):
+            put("trivial_single", wrk(f"http://127.0.0.1:{port}/v1/models/trivial:predict",
+                                      single, tmp))  # fmt: skip
+
+        base = ["serving.transformer", "--model_name=flight-delay", f"--feast_repo={REPO}",
+                f"--request_log={tmp / 'requests.jsonl'}"]  # fmt: skip
+        url = "http://127.0.0.1:{}/v1/models/flight-delay:predict"
+        port = free_port()
+        with server([*base, f"--model_dir={model_dir}"], port, "flight-delay", tmp / "e.log"):
+            put("embedded_single", wrk(url.format(port), single, tmp))
+            batch = wrk(url.format(port), batched, tmp)
+            put(f"embedded_batch{BATCH_ROWS}", batch)
+            figures[f"embedded_batch{BATCH_ROWS}_rows_per_s"] = round(batch["rps"] * BATCH_ROWS, 1)
+
+        port = free_port()
+        uncached = [*base, f"--model_dir={model_dir}", "--feature_cache_ttl_s=0"]
+        with server(uncached, port, "flight-delay", tmp / "u.log"):
+            put("embedded_nocache_single", wrk(url.format(port), single, tmp))
+
+        pport, port = free_port(), free_port()
+        predictor = ["serving.predictor", "--model_name=flight-delay", f"--model_dir={model_dir}"]
+        with server(predictor, pport, "flight-delay", tmp / "p.log"):
+            remote = [*base, f"--predictor_host=127.0.0.1:{pport}"]
+            with server(remote, port, "flight-delay", tmp / "r.log"):
+                put("two_process_single", wrk(url.format(port), single, tmp))
+
+    base_rps = float(figures["trivial_single_rps"])
+    for prefix in ("embedded_single", "embedded_nocache_single", "two_process_single"):
+        figures[f"{prefix}_ratio_vs_trivial"] = round(float(figures[f"{prefix}_rps"]) / base_rps, 3)
+    figures["connections"] = CONNECTIONS
+    figures["target"] = "embedded_single_ratio_vs_trivial >= 0.5 and embedded_single_p99_ms < 20"
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))

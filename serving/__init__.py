@@ -1,0 +1,1 @@
+"""KServe serving of the flight-delay model: transformer (Feast online features) + predictor."""

@@ -1,0 +1,46 @@
+"""`mlops serve`: the embedded transformer + predictor on 127.0.0.1, ready for curl."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``serve`` subcommand to the ``mlops`` CLI's subparsers."""
+    p = sub.add_parser("serve", help="serve the model locally (KServe, V1/V2, /metrics)")
+    p.add_argument("--model-dir", help="SavedModel to serve (default: the registry's alias)")
+    p.add_argument("--registry", default=None, help="model registry (default: the config's)")
+    p.add_argument("--alias", default="production", help="registry alias or version to serve")
+    p.add_argument("--second-model-dir", default=None, help="a second version side by side")
+    p.add_argument("--model-name", default="flight-delay")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--feast-repo", type=Path, default=Path("feature_repo"))
+    p.add_argument("--request-log", type=Path, default=Path("runs/serving/requests.jsonl"))
+    p.add_argument("--missing-entity-policy", choices=("impute", "reject"), default="impute")
+
+
+def cli_serve(args: argparse.Namespace, default_registry: str = "registry") -> int:
+    """Run the embedded server until interrupted; returns the exit code."""
+    from serving import transformer
+
+    if args.model_dir is None:
+        from mlops.registry import ModelRegistry
+
+        version = ModelRegistry(args.registry or default_registry).resolve(
+            args.model_name, args.alias
+        )
+        args.model_dir = version.local_model_path
+        print(f"serving {args.model_name} version {version.version} ({args.alias})")
+
+    argv = [
+        f"--model_name={args.model_name}",
+        f"--model_dir={args.model_dir}",
+        f"--feast_repo={args.feast_repo}",
+        f"--http_port={args.port}",
+        f"--request_log={args.request_log}",
+        f"--missing_entity_policy={args.missing_entity_policy}",
+    ]
+    if args.second_model_dir:
+        argv.append(f"--second_model_dir={args.second_model_dir}")
+    return transformer.main(argv)

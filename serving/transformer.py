@@ -1,0 +1,393 @@
+"""KServe transformer: validates a flight request, adds the Feast online features, calls the model.
+
+Run as ``python -m serving.transformer --model_name=flight-delay --predictor_host=HOST:PORT``
+(the cluster's two-process topology: the predictor is ``serving.predictor``) or with
+``--model_dir=DIR`` (the embedded default: the predictor runs in the same KServe model server
+process and is called in-process; both models answer on their endpoints, the predictor as
+``<model_name>-predictor``). Features come from ``--feast_repo`` (Feast SDK) or
+``--feast_server_url`` (Feast feature server over HTTP).
+
+Request (V1): ``{"instances": [{"carrier": "UA", "origin": "EWR", "dest": "IAH",
+"distance": 1400, "sched_dep_hour": 5, "day_of_week": 1, "month": 1, "tailnum": "N14228"}]}``;
+V2: one input per field, shape ``[n]``. Response: the delay probability per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kserve
+import numpy as np
+import orjson
+from kserve.errors import InvalidInput
+from kserve.model import PredictorConfig
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from mlops import features as F
+from serving import metrics as M
+from serving.online import (
+    MISSING_POLICIES,
+    VIEW_KEYS,
+    FeastHttpSource,
+    FeastSdkSource,
+    OnlineFeatures,
+)
+from serving.predictor import FlightDelayPredictor, rows_to_columns, v2_request
+from serving.server import PredictError
+from serving.validation import (
+    DEFAULT_MAX_BATCH,
+    RequestError,
+    ServingSchema,
+    load_schema,
+    v2_columns_to_instances,
+    validate_instances,
+)
+
+DEFAULT_REQUEST_LOG = Path("runs/serving/requests.jsonl")
+
+
+class RequestLog:
+    """Append-only JSON lines of served predictions, for the monitoring job.
+
+    Writes are buffered and flushed at most every ``flush_s`` seconds (and at exit), so logging
+    costs a dict-to-JSON per row, not a disk write per request.
+    """
+
+    def __init__(self, path: Path | None, flush_s: float = 1.0) -> None:
+        self.path = path
+        self.flush_s = flush_s
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._file = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", buffering=1 << 16)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if self._file is None:
+            return
+        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        with self._lock:
+            self._file.write(text)
+            now = time.monotonic()
+            if now - self._last_flush >= self.flush_s:
+                self._file.flush()
+                self._last_flush = now
+
+    def close(self) -> None:
+        if self._file is not None:
+            with self._lock:
+                self._file.close()
+                self._file = None
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+@dataclass
+class Pending:
+    """A request between the transformer's stages."""
+
+    request_id: str
+    v2: bool
+    started: float
+    instances: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    missing_views: list[list[str]]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    scores: np.ndarray | None = None
+
+
+class FlightDelayTransformer(kserve.Model):
+    """Flight request -> validated instance + Feast online features -> model -> score."""
+
+    def __init__(
+        self,
+        name: str,
+        online: OnlineFeatures,
+        version: str,
+        schema: ServingSchema,
+        predictor: FlightDelayPredictor | None = None,
+        predictor_config: PredictorConfig | None = None,
+        missing_entity_policy: str = "impute",
+        max_batch: int = DEFAULT_MAX_BATCH,
+        request_log: RequestLog | None = None,
+        decision_threshold: float = 0.5,
+    ) -> None:
+        super().__init__(name, predictor_config)
+        if missing_entity_policy not in MISSING_POLICIES:
+            raise ValueError(f"missing_entity_policy must be one of {MISSING_POLICIES}")
+        self.online = online
+        self.version = version
+        self.schema = schema
+        self.predictor = predictor
+        self.missing_entity_policy = missing_entity_policy
+        self.max_batch = max_batch
+        self.request_log = request_log or RequestLog(None)
+        self.decision_threshold = decision_threshold
+        self.ready = False
+
+    def load(self) -> bool:
+        if self.predictor is not None and not self.predictor.ready:
+            self.predictor.load()
+        self.ready = True
+        return self.ready
+
+    def _stage(self, stage: str) -> Any:
+        return M.STAGE_LATENCY.labels(self.name, self.version, stage)
+
+    async def preprocess(
+        self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
+    ) -> Pending:
+        started = time.perf_counter()
+        request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
+        v2 = isinstance(payload, InferRequest)
+        try:
+            if isinstance(payload, bytes | str):
+                # KServe leaves a body it was not told is JSON (no content-type) undecoded.
+                try:
+                    payload = orjson.loads(payload)
+                except orjson.JSONDecodeError as err:
+                    raise RequestError("body", f"malformed JSON: {err}") from err
+            if v2:
+                cols = {}
+                for inp in payload.inputs:
+                    values = inp.as_numpy().reshape(-1).tolist()
+                    cols[inp.name] = [v.decode() if isinstance(v, bytes) else v for v in values]
+                raw = v2_columns_to_instances(cols)
+            elif isinstance(payload, dict) and "instances" in payload:
+                raw = payload["instances"]
+            else:
+                raise RequestError("instances", 'the body must be {"instances": [...]}')
+            instances = validate_instances(raw, self.schema, self.max_batch)
+        except RequestError as err:
+            raise InvalidInput(str(err)) from err
+
+        t0 = time.perf_counter()
+        lookups = await self.online.lookup(instances)
+        self._stage("feature_lookup").observe(time.perf_counter() - t0)
+
+        rows, missing = [], []
+        for i, (inst, found) in enumerate(zip(instances, lookups, strict=True)):
+            for view in found.missing_views:
+                M.MISSING_ENTITIES.labels(self.name, self.version, view).inc()
+                if self.missing_entity_policy == "reject":
+                    key = VIEW_KEYS[view]
+                    raise InvalidInput(
+                        f"instances[{i}].{key}: {inst[key]!r} not found in the online store "
+                        f"(feature view {view}); the missing-entity policy is 'reject'"
+                    )
+            for view, age in found.staleness_s.items():
+                M.FEATURE_STALENESS.labels(self.name, self.version, view).observe(age)
+            rows.append({**inst, **found.features})
+            missing.append(found.missing_views)
+        return Pending(request_id, v2, started, instances, rows, missing)
+
+    async def predict(self, payload: Pending, headers: dict[str, str] | None = None) -> Pending:
+        t0 = time.perf_counter()
+        payload.columns = rows_to_columns(payload.rows)
+        try:
+            if self.predictor is not None:
+                scores = await self.predictor.score_batched(payload.columns)
+            else:
+                scores = await self._remote_predict(payload)
+        except (InvalidInput, PredictError):
+            raise
+        except Exception as err:  # TF runtime or transport errors: a predict failure
+            raise PredictError(f"predictor failed: {err!r}") from err
+        if len(scores) != len(payload.rows):
+            raise PredictError(f"predictor returned {len(scores)} scores for {len(payload.rows)}")
+        payload.scores = scores
+        self._stage("predict").observe(time.perf_counter() - t0)
+        return payload
+
+    async def _remote_predict(self, payload: Pending) -> np.ndarray:
+        headers = {"x-request-id": payload.request_id}
+        if self.protocol == "v2":
+            req = v2_request(payload.columns, self.name, payload.request_id)
+            resp = await super().predict(req, headers)
+            return np.asarray(resp.outputs[0].as_numpy(), dtype=np.float64).reshape(-1)
+        rows = [
+            {n: _json_value(r.get(n)) for n in F.FEATURE_NAMES} for r in payload.rows
+        ]  # fmt: skip
+        resp = await super().predict({"instances": rows}, headers)
+        return np.asarray(resp["predictions"], dtype=np.float64)
+
+    async def postprocess(
+        self, result: Pending, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
+        scores = result.scores if result.scores is not None else np.array([])
+        now = time.time()
+        records = []
+        for i, (inst, score) in enumerate(zip(result.instances, scores, strict=True)):
+            s = float(score)
+            outcome = "positive" if s >= self.decision_threshold else "negative"
+            for key, value in M.slice_labels(inst):
+                M.PREDICTION_SCORE.labels(self.name, self.version, key, value).observe(s)
+                M.PREDICTIONS.labels(self.name, self.version, key, value, outcome).inc()
+            records.append(
+                {
+                    "ts": now,
+                    "request_id": result.request_id,
+                    "row": i,
+                    "model": self.name,
+                    "model_version": self.version,
+                    F.TAILNUM: inst[F.TAILNUM],
+                    "features": {n: _json_value(result.rows[i].get(n)) for n in F.FEATURE_NAMES},
+                    "missing_views": result.missing_views[i],
+                    "score": s,
+                }
+            )
+        self.request_log.write(records)
+        self._stage("total").observe(time.perf_counter() - result.started)
+        if result.v2:
+            out = InferOutput("score", [len(scores)], "FP32", data=[float(s) for s in scores])
+            return InferResponse(
+                response_id=result.request_id,
+                model_name=self.name,
+                infer_outputs=[out],
+                model_version=self.version,
+            )
+        return {
+            "predictions": [float(s) for s in scores],
+            "model_version": self.version,
+            "request_id": result.request_id,
+        }
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": n, "datatype": "FP32" if n in F.NUMERIC_FEATURES else "BYTES", "shape": [-1]}
+            for n in (*F.REQUEST_FEATURE_NAMES, F.TAILNUM)
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [{"name": "score", "datatype": "FP32", "shape": [-1]}]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The KServe model server's flags plus the transformer's."""
+    p = argparse.ArgumentParser(parents=[kserve.model_server.parser])
+    p.add_argument("--host", default="127.0.0.1", help="Address to bind the HTTP server.")
+    p.add_argument(
+        "--model_dir", default=None, help="Embedded mode: the SavedModel to run in this process."
+    )
+    p.add_argument("--model_version", default=None, help="Version label (default: from dir).")
+    p.add_argument(
+        "--second_model_dir",
+        default=None,
+        help="Embedded mode: a second version served side by side.",
+    )
+    p.add_argument(
+        "--second_model_name",
+        default=None,
+        help="Name of the second version (default: <model_name>-candidate).",
+    )
+    p.add_argument("--feast_repo", type=Path, default=None, help="Feast repository (SDK reads).")
+    p.add_argument("--feast_server_url", default=None, help="Feast feature server base URL.")
+    p.add_argument(
+        "--feature_timeout_ms",
+        type=float,
+        default=200.0,
+        help="Deadline of one online feature lookup.",
+    )
+    p.add_argument(
+        "--feature_cache_ttl_s",
+        type=float,
+        default=5.0,
+        help="Reuse an entity's online row this long; 0 disables the cache.",
+    )
+    p.add_argument(
+        "--missing_entity_policy",
+        choices=MISSING_POLICIES,
+        default="impute",
+        help="impute: absent entity's features are missing values (as in the "
+        "training join); reject: answer 400 naming the entity key.",
+    )
+    p.add_argument("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH)
+    p.add_argument("--schema", type=Path, default=None, help="TFDV schema.pbtxt for validation.")
+    p.add_argument(
+        "--request_log",
+        type=Path,
+        default=DEFAULT_REQUEST_LOG,
+        help="JSON lines log of served predictions.",
+    )
+    p.add_argument("--decision_threshold", type=float, default=0.5)
+    return p  # fmt: skip
+
+
+def build_models(args: argparse.Namespace) -> list[kserve.Model]:
+    """The models one server process registers, from parsed flags (loaded and ready)."""
+    if args.feast_server_url:
+        source: Any = FeastHttpSource(args.feast_server_url, args.feature_timeout_ms / 1000)
+    elif args.feast_repo:
+        source = FeastSdkSource(args.feast_repo)
+    else:
+        raise SystemExit("one of --feast_repo or --feast_server_url is required")
+    online = OnlineFeatures(source, args.feature_timeout_ms / 1000, args.feature_cache_ttl_s)
+    schema = load_schema(args.schema)
+    log = RequestLog(args.request_log)
+    common = dict(
+        online=online,
+        schema=schema,
+        missing_entity_policy=args.missing_entity_policy,
+        max_batch=args.max_batch_size,
+        request_log=log,
+        decision_threshold=args.decision_threshold,
+    )
+    models: list[kserve.Model] = []
+    if args.model_dir is None:
+        if not args.predictor_host:
+            raise SystemExit("one of --model_dir (embedded) or --predictor_host is required")
+        config = PredictorConfig(args.predictor_host, args.predictor_protocol,
+                                 predictor_request_timeout_seconds=args.
+                                 predictor_request_timeout_seconds)  # fmt: skip
+        version = args.model_version or "remote"
+        models.append(FlightDelayTransformer(args.model_name, version=version,
+                                             predictor_config=config, **common))  # fmt: skip
+    else:
+        pairs = [(args.model_name, args.model_dir, args.model_version)]
+        if args.second_model_dir:
+            name2 = args.second_model_name or f"{args.model_name}-candidate"
+            pairs.append((name2, args.second_model_dir, None))
+        for name, model_dir, version in pairs:
+            predictor = FlightDelayPredictor(f"{name}-predictor", model_dir, version)
+            predictor.load()
+            models.append(predictor)
+            models.append(FlightDelayTransformer(name, version=predictor.version,
+                                                 predictor=predictor, **common))  # fmt: skip
+    for m in models:
+        if not m.ready:
+            m.load()
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the transformer (embedded predictor or remote) until SIGTERM."""
+    from serving.server import serve
+
+    args = build_parser().parse_args(argv)
+    models = build_models(args)
+    try:
+        serve(models, http_port=args.http_port, host=args.host, workers=args.workers)
+    finally:
+        for m in models:
+            if isinstance(m, FlightDelayTransformer):
+                m.request_log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""Request validation against the serving schema: a pure function, no server, no TensorFlow.
+
+The serving request carries ``mlops.features.REQUEST_FEATURE_NAMES`` plus ``tailnum`` (the entity
+key of the plane features). Domains come from the checked-in TFDV schema's ``SERVING`` environment
+(``components/validate/schema/schema.pbtxt``) when it exists, intersected with the contract's hard
+ranges below (a departure hour is 0-23 whatever the data showed).
+
+Policy for unknown categories: ``carrier``, ``origin`` and ``dest`` have closed vocabularies in
+the schema, and a value outside them is refused with a 4xx naming the field and the value (a
+mistyped airport code is a caller's bug, not a new airport). An unknown ``tailnum`` is not an
+error: it is an entity key, and a plane absent from the Feast online store is handled by the
+transformer's missing-entity policy.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlops import features as F
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = ROOT / "components" / "validate" / "schema" / "schema.pbtxt"
+SERVING_ENV = "SERVING"
+DEFAULT_MAX_BATCH = 256
+
+# Fields of one request instance: the request features and the plane's entity key.
+REQUEST_FIELDS: tuple[str, ...] = (*F.REQUEST_FEATURE_NAMES, F.TAILNUM)
+
+# Hard ranges of the request's numeric features; the schema's float domains (padded by the
+# schema inference) can only narrow them.
+CONTRACT_RANGES: dict[str, tuple[float, float]] = {
+    "distance": (1.0, 10_000.0),
+    "sched_dep_hour": (0.0, 23.0),
+    "day_of_week": (0.0, 6.0),
+    "month": (1.0, 12.0),
+}
+# A tail number is an FAA registration; the data's placeholder for a missing one is accepted too.
+TAILNUM_RE = re.compile(r"^[A-Z0-9]{1,10}$")
+
+
+class RequestError(ValueError):
+    """A request the server refuses with a 4xx; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str, index: int | None = None) -> None:
+        where = f"instances[{index}].{field}" if index is not None else field
+        super().__init__(f"{where}: {message}")
+        self.field = field
+        self.index = index
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServingSchema:
+    """What a valid request instance looks like.
+
+    Attributes:
+        vocabularies: Closed vocabulary per categorical request field.
+        ranges: Inclusive ``(min, max)`` per numeric request field.
+        source: Where the domains came from (for logs and docs).
+    """
+
+    vocabularies: dict[str, frozenset[str]] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    source: str = "contract"
+
+
+def load_schema(path: Path | None = None) -> ServingSchema:
+    """Read the serving domains from a TFDV schema, or fall back to the contract's ranges.
+
+    Args:
+        path: A ``schema.pbtxt``; the checked-in one by default. A missing file falls back to the
+            contract (numeric ranges only, open vocabularies).
+    """
+    path = path or SCHEMA_PATH
+    if not path.is_file():
+        return ServingSchema(ranges=dict(CONTRACT_RANGES), source="contract")
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = text_format.Parse(path.read_text(), schema_pb2.Schema())
+    vocab: dict[str, frozenset[str]] = {}
+    ranges = dict(CONTRACT_RANGES)
+    for feat in schema.feature:
+        if feat.name not in REQUEST_FIELDS or SERVING_ENV in feat.not_in_environment:
+            continue
+        if feat.HasField("string_domain"):
+            vocab[feat.name] = frozenset(feat.string_domain.value)
+        elif feat.HasField("domain"):
+            named = {d.name: d for d in schema.string_domain}
+            if feat.domain in named:
+                vocab[feat.name] = frozenset(named[feat.domain].value)
+        if feat.HasField("float_domain") and feat.name in ranges:
+            lo, hi = ranges[feat.name]
+            fd = feat.float_domain
+            ranges[feat.name] = (
+                max(lo, fd.min) if fd.HasField("min") else lo,
+                min(hi, fd.max) if fd.HasField("max") else hi,
+            )
+    return ServingSchema(vocabularies=vocab, ranges=ranges, source=str(path))
+
+
+def _numeric(value: Any, name: str, index: int, schema: ServingSchema) -> float:
+    # bool is an int in Python; a JSON true is never a distance.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(name, f"must be a number, got {type(value).__name__} {value!r}", index)
+    number = float(value)
+    if not math.isfinite(number):
+        raise RequestError(name, f"must be finite, got {value!r}", index)
+    lo, hi = schema.ranges.get(name, (-math.inf, math.inf))
+    if not lo <= number <= hi:
+        raise RequestError(name, f"{number:g} is outside [{lo:g}, {hi:g}]", index)
+    return number
+
+
+def _category(value: Any, name: str, index: int, schema: ServingSchema) -> str:
+    if not isinstance(value, str):
+        raise RequestError(name, f"must be a string, got {type(value).__name__} {value!r}", index)
+    if value == "":
+        raise RequestError(name, "must not be empty", index)
+    vocab = schema.vocabularies.get(name)
+    if vocab is not None and value not in vocab:
+        raise RequestError(name, f"unknown category {value!r}", index)
+    return value
+
+
+def validate_instance(raw: Any, index: int, schema: ServingSchema) -> dict[str, Any]:
+    """Validate one request instance and return it with numbers as floats.
+
+    Raises:
+        RequestError: A field is missing, unknown, of the wrong type, out of its domain or NaN.
+    """
+    if not isinstance(raw, Mapping):
+        raise RequestError("instances", f"each instance must be an object, got {raw!r}", index)
+    unknown = sorted(set(raw) - set(REQUEST_FIELDS))
+    if unknown:
+        raise RequestError(unknown[0], "unknown field", index)
+    out: dict[str, Any] = {}
+    for name in REQUEST_FIELDS:
+        if name not in raw or raw[name] is None:
+            raise RequestError(name, "missing field", index)
+        value = raw[name]
+        if name == F.TAILNUM:
+            if not isinstance(value, str) or not (
+                value == F.MISSING_CATEGORY or TAILNUM_RE.match(value)
+            ):
+                raise RequestError(name, f"not a tail number: {value!r}", index)
+            out[name] = value
+        elif name in F.NUMERIC_FEATURES:
+            out[name] = _numeric(value, name, index, schema)
+        else:
+            out[name] = _category(value, name, index, schema)
+    return out
+
+
+def validate_instances(
+    instances: Any, schema: ServingSchema, max_batch: int = DEFAULT_MAX_BATCH
+) -> list[dict[str, Any]]:
+    """Validate a batch of request instances.
+
+    Args:
+        instances: The decoded ``instances`` of a V1 request (or the rows of a V2 request).
+        schema: Domains to check against (see ``load_schema``).
+        max_batch: Largest batch accepted.
+
+    Returns:
+        The instances, each with every field of ``REQUEST_FIELDS`` and numbers as floats.
+
+    Raises:
+        RequestError: The first problem found, naming its field (and instance index).
+    """
+    if not isinstance(instances, list):
+        raise RequestError("instances", f"must be a list, got {type(instances).__name__}")
+    if not instances:
+        raise RequestError("instances", "must not be empty")
+    if len(instances) > max_batch:
+        raise RequestError("instances", f"batch of {len(instances)} exceeds the limit {max_batch}")
+    return [validate_instance(raw, i, schema) for i, raw in enumerate(instances)]
+
+
+def v2_columns_to_instances(inputs: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """Turn V2 columns (one tensor per field) into V1-style instances, checking their lengths.
+
+    Raises:
+        RequestError: A field is missing, unknown, or its length differs from the others.
+    """
+    unknown = sorted(set(inputs) - set(REQUEST_FIELDS))
+    if unknown:
+        raise RequestError(unknown[0], "unknown input")
+    missing = [n for n in REQUEST_FIELDS if n not in inputs]
+    if missing:
+        raise RequestError(missing[0], "missing input")
+    lengths = {n: len(v) for n, v in inputs.items()}
+    n = lengths[REQUEST_FIELDS[0]]
+    for name, length in lengths.items():
+        if length != n:
+            raise RequestError(name, f"has {length} values, {REQUEST_FIELDS[0]} has {n}")
+    return [{name: inputs[name][i] for name in REQUEST_FIELDS} for i in range(n)]
