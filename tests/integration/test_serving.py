@@ -50,7 +50,7 @@ def post(url: str, payload: object, request_id: str = "") -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def flights(prepared_repo: Path) -> pd.DataFrame:
-    """The flights of one departure minute, with the offline point-in-time join of their features."""
+    """One departure minute's flights, with the offline point-in-time join of their features."""
     from feast import FeatureStore
 
     table = pd.read_parquet(prepared_repo / "data" / "flights.parquet")
