@@ -36,8 +36,12 @@ class RolloutThresholds:
     max_error_rate_increase: float = 0.01
     max_p99_ratio: float = 1.5
     max_p99_seconds: float = 0.2
-    max_slice_positive_rate_shift: float = 0.15
-    max_slice_mean_score_shift: float = 0.10
+    # A retrained model legitimately moves its scores (new months, new base rates): these bound
+    # a broken slice (a wrong feature, a bad vocabulary), not an ordinary update. Measured here:
+    # the Feb-Mar model against the Jan-Feb one on replayed March flights moved a slice's mean
+    # score by up to 0.22 and its positive rate by up to 0.26.
+    max_slice_positive_rate_shift: float = 0.35
+    max_slice_mean_score_shift: float = 0.35
 
 
 @dataclass
@@ -125,10 +129,11 @@ def version_stats(prom: PrometheusClient, sel: str, window: str) -> VersionStats
         f"histogram_quantile(0.99, sum by (le) (rate({T.STAGE_LATENCY}_bucket"
         f'{{{sel},stage="total"}}[{window}])))'
     )
+    total = f"sum by (slice_key, slice_value) (increase({T.PREDICTIONS}{{{sel}}}[{window}]))"
+    # A slice with no positive prediction has no positive series: `or total * 0` makes it 0.
     positive = prom.by_slice(
-        f"sum by (slice_key, slice_value) (increase({T.PREDICTIONS}"
-        f'{{{sel},outcome="positive"}}[{window}])) / sum by (slice_key, slice_value) '
-        f"(increase({T.PREDICTIONS}{{{sel}}}[{window}]))"
+        f"(sum by (slice_key, slice_value) (increase({T.PREDICTIONS}"
+        f'{{{sel},outcome="positive"}}[{window}])) or {total} * 0) / {total}'
     )
     mean_score = prom.by_slice(
         f"sum by (slice_key, slice_value) (increase({T.PREDICTION_SCORE}_sum{{{sel}}}[{window}]))"
