@@ -233,6 +233,16 @@ def _window_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-months", type=int, default=2, help="months in the training window")
 
 
+def _retrain_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the commands that start retraining runs."""
+    _window_flags(p)
+    p.add_argument("--ledger", default="runs/retrain-ledger.json", help="handled causes")
+    p.add_argument("--submit", action="store_true", help="submit to KFP instead of running")
+    p.add_argument("--hyperparameters", default="{}")
+    p.add_argument("--min-auc", type=float)
+    p.add_argument("--max-auc-drop", type=float)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mlops``."""
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
@@ -294,25 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("retrain-if-needed", help="start one training run per new alert cause")
-    _window_flags(p)
+    _retrain_flags(p)
     p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL")
     p.add_argument("--alerts-file", help="Alertmanager webhook payload (JSON) instead")
-    p.add_argument("--ledger", default="runs/retrain-ledger.json", help="handled causes")
-    p.add_argument("--submit", action="store_true", help="submit to KFP instead of running")
-    p.add_argument("--hyperparameters", default="{}")
-    p.add_argument("--min-auc", type=float)
-    p.add_argument("--max-auc-drop", type=float)
     p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser("alert-receiver", help="Alertmanager webhook that starts retraining")
-    _window_flags(p)
+    _retrain_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=9095)
-    p.add_argument("--ledger", default="runs/retrain-ledger.json", help="handled causes")
-    p.add_argument("--submit", action="store_true", help="submit to KFP instead of running")
-    p.add_argument("--hyperparameters", default="{}")
-    p.add_argument("--min-auc", type=float)
-    p.add_argument("--max-auc-drop", type=float)
     p.set_defaults(func=_cmd_alert_receiver)
 
     from serving.cli import add_serve_parser, cli_serve

@@ -179,22 +179,20 @@ def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) ->
                 f"canary p99 {canary.p99_seconds * 1000:.1f} ms is more than "
                 f"{th.max_p99_ratio}x stable {stable.p99_seconds * 1000:.1f} ms"
             )
-    for key in sorted(set(canary.slice_positive_rate) & set(stable.slice_positive_rate)):
-        shift = canary.slice_positive_rate[key] - stable.slice_positive_rate[key]
-        if abs(shift) > th.max_slice_positive_rate_shift:
-            reasons.append(
-                f"slice {key}: positive rate {canary.slice_positive_rate[key]:.3f} vs stable "
-                f"{stable.slice_positive_rate[key]:.3f} (shift {shift:+.3f}, limit "
-                f"{th.max_slice_positive_rate_shift})"
-            )
-    for key in sorted(set(canary.slice_mean_score) & set(stable.slice_mean_score)):
-        shift = canary.slice_mean_score[key] - stable.slice_mean_score[key]
-        if abs(shift) > th.max_slice_mean_score_shift:
-            reasons.append(
-                f"slice {key}: mean score {canary.slice_mean_score[key]:.3f} vs stable "
-                f"{stable.slice_mean_score[key]:.3f} (shift {shift:+.3f}, limit "
-                f"{th.max_slice_mean_score_shift})"
-            )
+    per_slice = (
+        ("positive rate", canary.slice_positive_rate, stable.slice_positive_rate,
+         th.max_slice_positive_rate_shift),
+        ("mean score", canary.slice_mean_score, stable.slice_mean_score,
+         th.max_slice_mean_score_shift),
+    )  # fmt: skip
+    for what, ours, theirs, limit in per_slice:
+        for key in sorted(set(ours) & set(theirs)):
+            shift = ours[key] - theirs[key]
+            if abs(shift) > limit:
+                reasons.append(
+                    f"slice {key}: {what} {ours[key]:.3f} vs stable {theirs[key]:.3f} "
+                    f"(shift {shift:+.3f}, limit {limit})"
+                )
     if reasons:
         decision: Decision = "rollback"
     elif canary.requests < th.min_requests or stable.requests < th.min_requests:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand to the ``mlops`` CLI's subparsers."""
     p = sub.add_parser("serve", help="serve the model locally (KServe, V1/V2, /metrics)")
     p.add_argument("--model-dir", help="SavedModel to serve (default: the registry's alias)")

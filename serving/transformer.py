@@ -163,6 +163,7 @@ class FlightDelayTransformer(kserve.Model):
                 except orjson.JSONDecodeError as err:
                     raise RequestError("body", f"malformed JSON: {err}") from err
             if v2:
+                assert isinstance(payload, InferRequest)  # v2 is decided by the payload's type
                 cols = {}
                 for inp in payload.inputs:
                     values = inp.as_numpy().reshape(-1).tolist()

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,29 +24,13 @@ from mlops import features as F
 from mlops.monitor import MonitorResult, push_metrics, run_monitor
 from mlops.retrain import Cause, Ledger, causes_from_alerts, retrain_if_needed
 from mlops.rollout import PrometheusClient
+from mlops.shadow import free_port, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts" / "flight-delay" / "files" / "prometheus" / "alerts.rules.yml"
 TrainingSet = Callable[[str, str], tuple[pd.DataFrame, pd.DataFrame]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 def request_log(df: pd.DataFrame, scores: np.ndarray, path: Path, version: str = "1") -> Path:
@@ -144,8 +126,8 @@ def prometheus_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[
                          stderr=subprocess.DEVNULL),
     ]  # fmt: skip
     try:
-        wait_http(f"http://127.0.0.1:{gw_port}/-/ready")
-        wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
+        wait_ready(f"http://127.0.0.1:{gw_port}/-/ready", procs[0], timeout=30)
+        wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", procs[1], timeout=30)
         yield {"gateway": f"127.0.0.1:{gw_port}", "prometheus": f"http://127.0.0.1:{prom_port}"}
     finally:
         for p in procs:
