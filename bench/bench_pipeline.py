@@ -27,6 +27,7 @@ STEP_IMPORTS = {
     "train-op": ["kfp", "tensorflow_transform", "tensorflow"],
     "evaluate-op": ["kfp", "tensorflow"],
     "push-op": ["kfp", "fsspec"],
+    "deploy-op": ["kfp", "fsspec"],
 }
 
 
@@ -59,7 +60,7 @@ def run() -> dict[str, float | str]:
     total_import = 0.0
     for step in summary.steps:
         seconds = step.seconds or 0.0
-        imp = import_seconds(STEP_IMPORTS[step.name])
+        imp = import_seconds(STEP_IMPORTS.get(step.name, ["kfp"]))
         imports[step.name] = imp
         total_import += imp
         figures[f"step_{step.name}_s"] = round(seconds, 1)
