@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops import features as F
+from mlops.shadow import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = ROOT / "feature_repo"
@@ -49,13 +49,6 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[i])
 end
 """
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ensure_wrk() -> str:
