@@ -10,6 +10,7 @@ is recorded in the registry (``production`` moves only on promote).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from mlops import features as F
+from mlops import telemetry as T
 from mlops.rollout import (
     PrometheusClient,
     RolloutAnalysis,
@@ -136,6 +138,20 @@ def post(url: str, body: dict[str, Any]) -> int:
         return int(err.code)
 
 
+def _wait_for_count(
+    prom: PrometheusClient, models: tuple[str, ...], count: int, timeout_s: float = 60.0
+) -> None:
+    """Wait until Prometheus has scraped at least ``count`` requests of each of ``models``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = [prom.scalar(f'sum({T.REQUESTS}{{model="{m}"}})') for m in models]
+        if all(not math.isnan(v) and v >= count for v in seen):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus saw {seen} requests of {models}, expected {count}")
+        time.sleep(0.25)
+
+
 def shadow_rollout(
     registry: Any,
     model_name: str,
@@ -173,14 +189,17 @@ def shadow_rollout(
             urls = [
                 f"{base}/v1/models/{n}:predict" for n in (model_name, model_name + CANDIDATE_SUFFIX)
             ]
-            # Counters appear at their first request; a few requests and scrapes first, so
-            # the windowed increase() over the replay starts from a sample, not from nothing.
+            # Counters appear at their first request; a few requests, then wait until
+            # Prometheus has scraped them (its first scrape comes seconds after it starts), so the
+            # windowed increase() over the replay starts from a sample, not from nothing.
+            names = (model_name, model_name + CANDIDATE_SUFFIX)
             for i, inst in enumerate(rows):
                 for url in urls:
                     post(url, {"instances": [inst]})
                 if i == WARMUP - 1:
-                    time.sleep(2.5)
-            time.sleep(4)  # a few scrapes after the last request
+                    _wait_for_count(prom, names, WARMUP)
+            _wait_for_count(prom, names, len(rows))
+            time.sleep(2)  # two more scrapes after the last request
             analysis = analyze(
                 prom,
                 selector(f"{model_name}{CANDIDATE_SUFFIX}", str(candidate.version)),

@@ -16,10 +16,13 @@ PREDICTIONS = (
 )
 FEATURE_STALENESS = f"{PREFIX}_feature_staleness_seconds"  # histogram{model, version, view}
 MISSING_ENTITIES = f"{PREFIX}_missing_entities_total"  # counter{model, version, view}
+MODEL_BATCH_ROWS = f"{PREFIX}_model_batch_rows"  # histogram{model, version}: rows per model call
+FEATURE_CACHE = f"{PREFIX}_feature_cache_total"  # counter{result in FEATURE_CACHE_RESULTS}
 
 ERROR_KINDS = ("bad_request", "feature_lookup", "predict", "internal")
 STAGES = ("feature_lookup", "predict", "total")
 OUTCOMES = ("positive", "negative")
+FEATURE_CACHE_RESULTS = ("hit", "stale_hit", "miss", "read", "read_error")
 
 # Monitoring job (pushed to the Pushgateway or served by `mlops monitor`).
 FEATURE_DRIFT = f"{PREFIX}_feature_drift"  # gauge{feature, comparison in (drift, skew)}

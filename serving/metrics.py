@@ -7,7 +7,11 @@ allow-listed by ``mlops.features.bounded_slice_value``.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from mlops import features as F
 from mlops import telemetry as T
@@ -51,6 +55,12 @@ MISSING_ENTITIES = Counter(
     "Request rows whose entity the online store lacks.",
     ["model", "version", "view"],
 )
+MODEL_BATCH_ROWS = Histogram(
+    T.MODEL_BATCH_ROWS,
+    "Rows per model call (requests waiting together share one call).",
+    ["model", "version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
 
 # Model name -> version of the models this process serves (bounds the `model` label).
 SERVED_VERSIONS: dict[str, str] = {}
@@ -70,3 +80,66 @@ def slice_labels(instance: dict[str, object]) -> list[tuple[str, str]]:
     raw = {F.CARRIER: str(instance.get(F.CARRIER)), F.ORIGIN: str(instance.get(F.ORIGIN)),
            "sched_hour_band": band}  # fmt: skip
     return [(key, F.bounded_slice_value(key, raw[key])) for key in F.SLICE_KEYS]
+
+
+class ModelMetrics:
+    """The metric series of one served model version, resolved once.
+
+    ``Metric.labels(...)`` costs microseconds (a lock, a tuple, a dict); a request touches a
+    dozen series, so each is resolved on first use and kept. Label values are bounded (stages,
+    views, allow-listed slices, outcomes), so the cache is too.
+    """
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model = model
+        self.version = version
+        self.stage = {s: STAGE_LATENCY.labels(model, version, s) for s in T.STAGES}
+        self._series: dict[tuple[str, ...], Any] = {}
+
+    def _get(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(self.model, self.version, *labels)
+        return series
+
+    def staleness(self, view: str) -> Any:
+        return self._get(FEATURE_STALENESS, view)
+
+    def missing(self, view: str) -> Any:
+        return self._get(MISSING_ENTITIES, view)
+
+    def score(self, slice_key: str, slice_value: str) -> Any:
+        return self._get(PREDICTION_SCORE, slice_key, slice_value)
+
+    def prediction(self, slice_key: str, slice_value: str, outcome: str) -> Any:
+        return self._get(PREDICTIONS, slice_key, slice_value, outcome)
+
+
+class FeatureCacheCollector(Collector):
+    """``flight_delay_feature_cache_total{result}``, read from the caches' counters at scrape time.
+
+    The counters are plain integers bumped on the request path; reading them on scrape keeps the
+    per-row cost of the cache at an addition.
+    """
+
+    _FIELDS = {"hit": "hits", "stale_hit": "stale_hits", "miss": "misses", "read": "reads",
+               "read_error": "read_errors"}  # fmt: skip
+
+    def __init__(self) -> None:
+        self.caches: list[Any] = []
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            T.FEATURE_CACHE.removesuffix("_total"),
+            "Online feature cache lookups (per entity row) and store reads, by result.",
+            labels=["result"],
+        )
+        for result in T.FEATURE_CACHE_RESULTS:
+            total = sum(getattr(c.stats, self._FIELDS[result]) for c in self.caches)
+            family.add_metric([result], total)
+        yield family
+
+
+FEATURE_CACHE = FeatureCacheCollector()
+REGISTRY.register(FEATURE_CACHE)

@@ -1,24 +1,42 @@
 """Online feature lookup for the transformer: the Feast SDK locally, the feature server over HTTP.
 
 Both read the feature service ``mlops.features.FEATURE_SERVICE`` (the same one the training set is
-joined from) for the entity keys of each request row, under a timeout. Rows are cached per entity
-(origin, tail number, carrier) for ``cache_ttl_s`` seconds: the hot entities are few (3 origins,
-16 carriers) and a Feast SDK read costs milliseconds. A cached row is at most ``cache_ttl_s``
-older than the online store; the staleness metric reports the age of the feature values
-themselves (now minus their event timestamp), cache included.
+joined from) for the entity keys of the request rows, under a timeout.
+
+A Feast read costs milliseconds of Python whatever its size (the SDK resolves the registry on every
+call), so ``OnlineFeatures`` keeps each entity's row (per feature view: origin, tail number,
+carrier) and reads Feast in batches:
+
+* a row younger than ``fresh_s`` is served from memory;
+* a row between ``fresh_s`` and ``max_stale_s`` old is served from memory and queued for a
+  background refresh; queued keys are read together ``refresh_delay_s`` later (stale-while-
+  revalidate), so a hot entity costs no read on the request path and at most one read per
+  ``fresh_s``;
+* a missing or too old row is a miss: the request waits for it, and the misses of every request in
+  the same event-loop turn share one read (a key already being read is not read twice);
+* ``preload()`` loads the rows of known entity keys at start-up (``entity_keys_of_repo`` lists them
+  from the feature views' batch sources), so the first requests do not pay for misses.
+
+A served row is therefore at most ``max_stale_s`` (plus one read) older than the online store; the
+staleness metric reports the age of the feature values themselves (now minus their event
+timestamp), cache included. ``fresh_s=0`` turns the cache off: every row is read per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from mlops import features as F
+
+log = logging.getLogger(__name__)
 
 # Which entity key each view hangs off, and its features, in contract order.
 VIEW_KEYS: dict[str, str] = {
@@ -30,6 +48,11 @@ VIEW_FEATURES: dict[str, tuple[str, ...]] = {
     view: tuple(f.name for f in F.FEAST_FEATURES if f.source == view) for view in VIEW_KEYS
 }
 MISSING_POLICIES = ("impute", "reject")
+# A key that no entity has: pads the entity rows of views with fewer keys than the widest one.
+_PAD_KEY = "\x00pad"
+
+KeysByView = dict[str, list[str]]
+Rows = dict[str, dict[str, "ViewRow"]]
 
 
 class FeatureLookupError(RuntimeError):
@@ -53,20 +76,49 @@ class ViewRow:
         return self.event_ts is None
 
 
+def missing_row(view: str) -> ViewRow:
+    """The row of an entity the online store does not hold."""
+    return ViewRow(values={n: None for n in VIEW_FEATURES[view]}, event_ts=None)
+
+
 class RawSource(Protocol):
-    """Reads the feature service for entity rows; returns one ``{view: ViewRow}`` per row."""
+    """Reads the feature service for entity keys; returns ``{view: {key: ViewRow}}``."""
 
-    async def read(self, rows: list[dict[str, str]]) -> list[dict[str, ViewRow]]: ...
+    async def read(self, keys: KeysByView) -> Rows: ...
 
 
-def _split_views(values: dict[str, Any], timestamps: dict[str, float | None]) -> dict[str, ViewRow]:
-    out = {}
-    for view, names in VIEW_FEATURES.items():
-        ts = [timestamps.get(n) for n in names]
-        present = [t for t in ts if t]
-        out[view] = ViewRow(
-            values={n: values.get(n) for n in names}, event_ts=max(present) if present else None
-        )
+def entity_rows(keys: KeysByView) -> list[dict[str, str]]:
+    """Entity rows covering ``keys`` in one read: row i holds each view's i-th key (or a pad).
+
+    One Feast read needs every join key of the service in every row; reading views side by side
+    costs max(len(keys)) rows instead of one read per view.
+    """
+    width = max((len(v) for v in keys.values()), default=0)
+    rows = []
+    for i in range(width):
+        row = {}
+        for view, key_name in VIEW_KEYS.items():
+            vkeys = keys.get(view, [])
+            row[key_name] = vkeys[i] if i < len(vkeys) else _PAD_KEY
+        rows.append(row)
+    return rows
+
+
+def _rows_to_views(
+    keys: KeysByView, values: list[dict[str, Any]], stamps: list[dict[str, float | None]]
+) -> Rows:
+    """Per-row feature values and event timestamps back to ``{view: {key: ViewRow}}``."""
+    out: Rows = {}
+    for view, vkeys in keys.items():
+        names = VIEW_FEATURES[view]
+        rows: dict[str, ViewRow] = {}
+        for i, key in enumerate(vkeys):
+            present = [t for t in (stamps[i].get(n) for n in names) if t]
+            rows[key] = ViewRow(
+                values={n: values[i].get(n) for n in names},
+                event_ts=max(present) if present else None,
+            )
+        out[view] = rows
     return out
 
 
@@ -76,23 +128,40 @@ class FeastSdkSource:
     def __init__(self, repo_path: Path) -> None:
         from feast import FeatureStore  # heavy import kept out of module import
 
+        self.repo_path = Path(repo_path)
         self.store = FeatureStore(repo_path=str(repo_path))
         self.service = self.store.get_feature_service(F.FEATURE_SERVICE)
 
-    def read_sync(self, rows: list[dict[str, str]]) -> list[dict[str, ViewRow]]:
-        """Read the service's features for ``rows`` (blocking)."""
+    def read_sync(self, keys: KeysByView) -> Rows:
+        """Read the service's features for ``keys`` (blocking)."""
+        rows = entity_rows(keys)
+        if not rows:
+            return {view: {} for view in keys}
         resp = self.store.get_online_features(features=self.service, entity_rows=rows)
         data = resp.to_dict(include_event_timestamps=True)
-        out = []
-        for i in range(len(rows)):
-            values = {n: data[n][i] for n in VIEW_FEATURES[F.WEATHER_VIEW] + VIEW_FEATURES[
-                F.PLANE_VIEW] + VIEW_FEATURES[F.CARRIER_STATS_VIEW]}  # fmt: skip
-            ts = {n: float(data[f"{n}__ts"][i]) or None for n in values}
-            out.append(_split_views(values, ts))
-        return out
+        names = [n for view in VIEW_KEYS for n in VIEW_FEATURES[view]]
+        values = [{n: data[n][i] for n in names} for i in range(len(rows))]
+        stamps = [{n: float(data[f"{n}__ts"][i]) or None for n in names} for i in range(len(rows))]
+        return _rows_to_views(keys, values, stamps)
 
-    async def read(self, rows: list[dict[str, str]]) -> list[dict[str, ViewRow]]:
-        return await asyncio.get_running_loop().run_in_executor(None, self.read_sync, rows)
+    async def read(self, keys: KeysByView) -> Rows:
+        return await asyncio.get_running_loop().run_in_executor(None, self.read_sync, keys)
+
+
+def entity_keys_of_repo(store: Any, limit: int = 20_000) -> KeysByView:
+    """Distinct entity keys of each view of the service, from the views' batch sources.
+
+    The online store holds (at most) the entities the batch sources have; reading these keys at
+    start-up fills the cache before the first request. At most ``limit`` keys per view.
+    """
+    import pandas as pd
+
+    keys: KeysByView = {}
+    for view, key_name in VIEW_KEYS.items():
+        path = store.get_feature_view(view).batch_source.path
+        column = pd.read_parquet(path, columns=[key_name])[key_name].dropna().astype(str)
+        keys[view] = list(column.drop_duplicates())[:limit]
+    return keys
 
 
 def _proto_value(value: dict[str, Any]) -> Any:
@@ -113,9 +182,12 @@ class FeastHttpSource:
         self.url = url.rstrip("/") + "/get-online-features"
         self.client = httpx.AsyncClient(timeout=timeout_s)
 
-    async def read(self, rows: list[dict[str, str]]) -> list[dict[str, ViewRow]]:
+    async def read(self, keys: KeysByView) -> Rows:
         import httpx
 
+        rows = entity_rows(keys)
+        if not rows:
+            return {view: {} for view in keys}
         entities = {key: [r[key] for r in rows] for key in F.ENTITY_KEYS}
         body = {"feature_service": F.FEATURE_SERVICE, "entities": entities}
         try:
@@ -125,23 +197,22 @@ class FeastHttpSource:
             raise FeatureLookupError(f"feature server {self.url}: {err!r}") from err
         payload = resp.json()
         names = payload["metadata"]["feature_names"]
-        out: list[dict[str, ViewRow]] = []
-        for i in range(len(rows)):
-            values: dict[str, Any] = {}
-            ts: dict[str, float | None] = {}
-            for name, result in zip(names, payload["results"], strict=True):
-                if name in F.ENTITY_KEYS:
-                    continue
-                values[name] = _proto_value(result["values"][i])
-                status = result.get("statuses", ["PRESENT"] * len(rows))[i]
-                stamp = result.get("event_timestamps", [None] * len(rows))[i]
-                ts[name] = (
+        values: list[dict[str, Any]] = [{} for _ in rows]
+        stamps: list[dict[str, float | None]] = [{} for _ in rows]
+        for name, result in zip(names, payload["results"], strict=True):
+            if name in F.ENTITY_KEYS:
+                continue
+            statuses = result.get("statuses", ["PRESENT"] * len(rows))
+            times = result.get("event_timestamps", [None] * len(rows))
+            for i in range(len(rows)):
+                values[i][name] = _proto_value(result["values"][i])
+                stamp = times[i]
+                stamps[i][name] = (
                     datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-                    if status == "PRESENT" and stamp
+                    if statuses[i] == "PRESENT" and stamp
                     else None
                 )
-            out.append(_split_views(values, ts))
-        return out
+        return _rows_to_views(keys, values, stamps)
 
 
 @dataclass
@@ -159,90 +230,206 @@ class Lookup:
     staleness_s: dict[str, float]
 
 
+@dataclass
+class CacheStats:
+    """Counters of the entity cache (per view row, not per request)."""
+
+    hits: int = 0
+    stale_hits: int = 0
+    misses: int = 0
+    reads: int = 0
+    rows_read: int = 0
+    read_errors: int = 0
+
+
 class OnlineFeatures:
-    """Online lookups with a per-entity TTL cache, a timeout and a missing-entity policy.
+    """Online lookups with a per-entity cache, batched reads, a timeout and a missing-entity policy.
 
     Args:
         source: Where rows are read from.
-        timeout_s: Deadline of one lookup; past it the request fails with ``FeatureLookupError``.
-        cache_ttl_s: How long an entity's row is reused; 0 disables the cache.
-        max_cache_entries: Bound of the cache (cleared when full: simple, and entities are few).
+        timeout_s: Deadline of one read; past it the waiting requests fail with
+            ``FeatureLookupError`` (a background refresh keeps the old row).
+        fresh_s: Age up to which a cached row is served without a read; 0 disables the cache.
+        max_stale_s: Age up to which a cached row is still served while it is refreshed in the
+            background; older rows are misses.
+        refresh_delay_s: How long stale keys gather before their background read.
+        max_entries: Bound of the cache; the oldest-written rows are evicted first.
     """
 
     def __init__(
         self,
         source: RawSource,
         timeout_s: float = 0.2,
-        cache_ttl_s: float = 5.0,
-        max_cache_entries: int = 50_000,
+        fresh_s: float = 30.0,
+        max_stale_s: float = 300.0,
+        refresh_delay_s: float = 0.5,
+        max_entries: int = 100_000,
     ) -> None:
+        if fresh_s > max_stale_s:
+            raise ValueError("fresh_s must not exceed max_stale_s")
         self.source = source
         self.timeout_s = timeout_s
-        self.cache_ttl_s = cache_ttl_s
-        self.max_cache_entries = max_cache_entries
+        self.fresh_s = fresh_s
+        self.max_stale_s = max_stale_s
+        self.refresh_delay_s = refresh_delay_s
+        self.max_entries = max_entries
+        self.stats = CacheStats()
         self._cache: dict[tuple[str, str], tuple[float, ViewRow]] = {}
-        self.hits = 0
-        self.misses = 0
+        self._inflight: dict[tuple[str, str], asyncio.Future[ViewRow]] = {}
+        # Keys (ordered sets) of the next read and of the next background refresh.
+        self._pending: dict[str, dict[str, None]] = {}
+        self._read_scheduled = False
+        self._stale: dict[str, dict[str, None]] = {}
+        self._refresh_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def _cached(self, view: str, key: str, now: float) -> ViewRow | None:
-        hit = self._cache.get((view, key))
-        if hit is None or now - hit[0] > self.cache_ttl_s:
-            return None
-        return hit[1]
+    @property
+    def caching(self) -> bool:
+        return self.fresh_s > 0
+
+    def _store(self, view: str, key: str, row: ViewRow, at: float) -> None:
+        if not self.caching:
+            return
+        self._cache.pop((view, key), None)
+        self._cache[(view, key)] = (at, row)
+        while len(self._cache) > self.max_entries:
+            del self._cache[next(iter(self._cache))]
+
+    async def _read(self, keys: KeysByView) -> Rows:
+        self.stats.reads += 1
+        self.stats.rows_read += sum(len(v) for v in keys.values())
+        try:
+            return await asyncio.wait_for(self.source.read(keys), self.timeout_s)
+        except TimeoutError as err:
+            raise FeatureLookupError(
+                f"online feature lookup exceeded {self.timeout_s * 1000:.0f} ms"
+            ) from err
+        except FeatureLookupError:
+            raise
+        except Exception as err:  # the store's own errors: report as a lookup failure
+            raise FeatureLookupError(f"online feature lookup failed: {err!r}") from err
+
+    def _want(self, view: str, key: str, queue: dict[str, dict[str, None]]) -> None:
+        """Queue a read of ``key`` unless one is under way or queued.
+
+        A key waiting for a (delayed) background refresh that a request now needs moves to the
+        next read, so no request waits for the refresh delay.
+        """
+        if (view, key) not in self._inflight:
+            fut: asyncio.Future[ViewRow] = asyncio.get_running_loop().create_future()
+            # A background refresh's failure has no waiter: mark it retrieved.
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._inflight[(view, key)] = fut
+            queue.setdefault(view, {})[key] = None
+        elif queue is self._pending and key in self._stale.get(view, {}):
+            del self._stale[view][key]
+            self._pending.setdefault(view, {})[key] = None
+
+    async def _run_read(self, keys: KeysByView) -> None:
+        started = time.monotonic()
+        futures = {(v, k): self._inflight.pop((v, k)) for v, ks in keys.items() for k in ks}
+        try:
+            result = await self._read(keys)
+        except FeatureLookupError as err:
+            # Waiting requests get the error; rows being refreshed keep their old value.
+            self.stats.read_errors += 1
+            log.warning("online feature read of %d keys failed: %s", len(futures), err)
+            for fut in futures.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for (view, key), fut in futures.items():
+            row = result.get(view, {}).get(key) or missing_row(view)
+            self._store(view, key, row, started)
+            if not fut.done():
+                fut.set_result(row)
+
+    def _spawn(self, queue_name: str) -> None:
+        if queue_name == "pending":
+            queue, self._pending, self._read_scheduled = self._pending, {}, False
+        else:
+            queue, self._stale, self._refresh_scheduled = self._stale, {}, False
+        keys = {view: list(ks) for view, ks in queue.items() if ks}
+        if not keys:
+            return
+        task = asyncio.get_running_loop().create_task(self._run_read(keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def lookup(self, rows: list[dict[str, Any]]) -> list[Lookup]:
         """Return the Feast features for each request row (which carries the entity keys).
 
         Raises:
-            FeatureLookupError: The source failed or exceeded the timeout.
+            FeatureLookupError: A read this request waits for failed or exceeded the timeout.
         """
+        loop = asyncio.get_running_loop()
         now = time.monotonic()
-        found: list[dict[str, ViewRow]] = []
-        todo: list[int] = []
+        found: list[dict[str, ViewRow]] = [{} for _ in rows]
+        waits: list[tuple[int, str, asyncio.Future[ViewRow]]] = []
         for i, row in enumerate(rows):
-            views = {}
-            for view, key in VIEW_KEYS.items():
-                hit = self._cached(view, row[key], now) if self.cache_ttl_s > 0 else None
-                if hit is not None:
-                    views[view] = hit
-            found.append(views)
-            if len(views) < len(VIEW_KEYS):
-                todo.append(i)
-        self.hits += len(rows) - len(todo)
-        self.misses += len(todo)
-        if todo:
-            entity_rows = [{k: rows[i][k] for k in F.ENTITY_KEYS} for i in todo]
-            try:
-                read = await asyncio.wait_for(self.source.read(entity_rows), self.timeout_s)
-            except TimeoutError as err:
-                raise FeatureLookupError(
-                    f"online feature lookup exceeded {self.timeout_s * 1000:.0f} ms"
-                ) from err
-            except FeatureLookupError:
-                raise
-            except Exception as err:  # the store's own errors: report as a lookup failure
-                raise FeatureLookupError(f"online feature lookup failed: {err!r}") from err
-            if len(self._cache) > self.max_cache_entries:
-                self._cache.clear()
-            for i, views in zip(todo, read, strict=True):
-                for view, vrow in views.items():
-                    found[i][view] = vrow
-                    if self.cache_ttl_s > 0:
-                        self._cache[(view, rows[i][VIEW_KEYS[view]])] = (now, vrow)
-        wall = time.time()
-        out = []
-        for views in found:
-            feats: dict[str, Any] = {}
-            missing: list[str] = []
-            stale: dict[str, float] = {}
-            for view, vrow in views.items():
-                feats.update(vrow.values)
-                if vrow.missing:
-                    missing.append(view)
-                else:
-                    stale[view] = max(0.0, wall - float(vrow.event_ts or 0.0))
-            out.append(Lookup(features=feats, missing_views=missing, staleness_s=stale))
-        return out
+            for view, key_name in VIEW_KEYS.items():
+                key = row[key_name]
+                hit = self._cache.get((view, key)) if self.caching else None
+                age = now - hit[0] if hit is not None else math.inf
+                if hit is not None and age <= self.max_stale_s:
+                    found[i][view] = hit[1]
+                    if age <= self.fresh_s:
+                        self.stats.hits += 1
+                    else:
+                        self.stats.stale_hits += 1
+                        self._want(view, key, self._stale)
+                    continue
+                self.stats.misses += 1
+                self._want(view, key, self._pending)
+                waits.append((i, view, self._inflight[(view, key)]))
+        if self._stale and not self._refresh_scheduled:
+            self._refresh_scheduled = True
+            loop.call_later(self.refresh_delay_s, self._spawn, "stale")
+        if self._pending and not self._read_scheduled:
+            self._read_scheduled = True
+            loop.call_soon(self._spawn, "pending")
+        if waits:
+            # asyncio.wait, not gather: a cancelled request must not cancel a shared read.
+            await asyncio.wait({w[2] for w in waits})
+            for i, view, fut in waits:
+                found[i][view] = fut.result()  # raises the read's FeatureLookupError
+        return [_lookup_of(views) for views in found]
+
+    def preload(
+        self, read: Callable[[KeysByView], Rows], keys: KeysByView, chunk: int = 2_000
+    ) -> int:
+        """Fill the cache with ``read(keys)`` in chunks, before serving; return the rows loaded."""
+        if not self.caching:
+            return 0
+        loaded = 0
+        width = max((len(ks) for ks in keys.values()), default=0)
+        for start in range(0, width, chunk):
+            part = {v: ks[start : start + chunk] for v, ks in keys.items() if ks[start:]}
+            started = time.monotonic()
+            for view, rows in read(part).items():
+                for key, row in rows.items():
+                    self._store(view, key, row, started)
+                    loaded += 1
+        return loaded
+
+    async def close(self) -> None:
+        """Wait for reads under way (tests and shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+
+def _lookup_of(views: dict[str, ViewRow]) -> Lookup:
+    wall = time.time()
+    feats: dict[str, Any] = {}
+    missing: list[str] = []
+    stale: dict[str, float] = {}
+    for view, vrow in views.items():
+        feats.update(vrow.values)
+        if vrow.missing:
+            missing.append(view)
+        else:
+            stale[view] = max(0.0, wall - float(vrow.event_ts or 0.0))
+    return Lookup(features=feats, missing_views=missing, staleness_s=stale)
 
 
 def is_missing(value: Any) -> bool:

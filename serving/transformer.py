@@ -15,12 +15,12 @@ V2: one input per field, shape ``[n]``. Response: the delay probability per row.
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import math
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,15 @@ from serving.online import (
     FeastHttpSource,
     FeastSdkSource,
     OnlineFeatures,
+    entity_keys_of_repo,
 )
-from serving.predictor import FlightDelayPredictor, rows_to_columns, v2_request
+from serving.predictor import (
+    FlightDelayPredictor,
+    Inputs,
+    add_model_runtime_args,
+    rows_to_inputs,
+    v2_request,
+)
 from serving.server import PredictError
 from serving.validation import (
     DEFAULT_MAX_BATCH,
@@ -52,6 +59,8 @@ from serving.validation import (
 )
 
 DEFAULT_REQUEST_LOG = Path("runs/serving/requests.jsonl")
+logger = logging.getLogger(__name__)
+_LOG_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 class RequestLog:
@@ -69,12 +78,13 @@ class RequestLog:
         self._file = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", buffering=1 << 16)
+            self._file = path.open("ab", buffering=1 << 16)
 
     def write(self, records: list[dict[str, Any]]) -> None:
         if self._file is None:
             return
-        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        # orjson writes NaN as null and numpy scalars as numbers, as the monitoring job reads them.
+        text = b"".join(orjson.dumps(r, option=_LOG_OPTIONS) + b"\n" for r in records)
         with self._lock:
             self._file.write(text)
             now = time.monotonic()
@@ -107,7 +117,7 @@ class Pending:
     instances: list[dict[str, Any]]
     rows: list[dict[str, Any]]
     missing_views: list[list[str]]
-    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    inputs: Inputs | None = None
     scores: np.ndarray | None = None
 
 
@@ -138,6 +148,7 @@ class FlightDelayTransformer(kserve.Model):
         self.max_batch = max_batch
         self.request_log = request_log or RequestLog(None)
         self.decision_threshold = decision_threshold
+        self.metrics = M.ModelMetrics(name, version)
         self.ready = False
 
     def load(self) -> bool:
@@ -145,9 +156,6 @@ class FlightDelayTransformer(kserve.Model):
             self.predictor.load()
         self.ready = True
         return self.ready
-
-    def _stage(self, stage: str) -> Any:
-        return M.STAGE_LATENCY.labels(self.name, self.version, stage)
 
     async def preprocess(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
@@ -179,12 +187,12 @@ class FlightDelayTransformer(kserve.Model):
 
         t0 = time.perf_counter()
         lookups = await self.online.lookup(instances)
-        self._stage("feature_lookup").observe(time.perf_counter() - t0)
+        self.metrics.stage["feature_lookup"].observe(time.perf_counter() - t0)
 
         rows, missing = [], []
         for i, (inst, found) in enumerate(zip(instances, lookups, strict=True)):
             for view in found.missing_views:
-                M.MISSING_ENTITIES.labels(self.name, self.version, view).inc()
+                self.metrics.missing(view).inc()
                 if self.missing_entity_policy == "reject":
                     key = VIEW_KEYS[view]
                     raise InvalidInput(
@@ -192,17 +200,17 @@ class FlightDelayTransformer(kserve.Model):
                         f"(feature view {view}); the missing-entity policy is 'reject'"
                     )
             for view, age in found.staleness_s.items():
-                M.FEATURE_STALENESS.labels(self.name, self.version, view).observe(age)
+                self.metrics.staleness(view).observe(age)
             rows.append({**inst, **found.features})
             missing.append(found.missing_views)
         return Pending(request_id, v2, started, instances, rows, missing)
 
     async def predict(self, payload: Pending, headers: dict[str, str] | None = None) -> Pending:
         t0 = time.perf_counter()
-        payload.columns = rows_to_columns(payload.rows)
+        payload.inputs = rows_to_inputs(payload.rows)
         try:
             if self.predictor is not None:
-                scores = await self.predictor.score_batched(payload.columns)
+                scores = await self.predictor.score_batched(payload.inputs)
             else:
                 scores = await self._remote_predict(payload)
         except (InvalidInput, PredictError):
@@ -212,13 +220,14 @@ class FlightDelayTransformer(kserve.Model):
         if len(scores) != len(payload.rows):
             raise PredictError(f"predictor returned {len(scores)} scores for {len(payload.rows)}")
         payload.scores = scores
-        self._stage("predict").observe(time.perf_counter() - t0)
+        self.metrics.stage["predict"].observe(time.perf_counter() - t0)
         return payload
 
     async def _remote_predict(self, payload: Pending) -> np.ndarray:
         headers = {"x-request-id": payload.request_id}
         if self.protocol == "v2":
-            req = v2_request(payload.columns, self.name, payload.request_id)
+            assert payload.inputs is not None
+            req = v2_request(payload.inputs, self.name, payload.request_id)
             resp = await super().predict(req, headers)
             return np.asarray(resp.outputs[0].as_numpy(), dtype=np.float64).reshape(-1)
         rows = [
@@ -233,12 +242,13 @@ class FlightDelayTransformer(kserve.Model):
         scores = result.scores if result.scores is not None else np.array([])
         now = time.time()
         records = []
+        metrics, threshold = self.metrics, self.decision_threshold
         for i, (inst, score) in enumerate(zip(result.instances, scores, strict=True)):
             s = float(score)
-            outcome = "positive" if s >= self.decision_threshold else "negative"
+            outcome = "positive" if s >= threshold else "negative"
             for key, value in M.slice_labels(inst):
-                M.PREDICTION_SCORE.labels(self.name, self.version, key, value).observe(s)
-                M.PREDICTIONS.labels(self.name, self.version, key, value, outcome).inc()
+                metrics.score(key, value).observe(s)
+                metrics.prediction(key, value, outcome).inc()
             records.append(
                 {
                     "ts": now,
@@ -247,13 +257,13 @@ class FlightDelayTransformer(kserve.Model):
                     "model": self.name,
                     "model_version": self.version,
                     F.TAILNUM: inst[F.TAILNUM],
-                    "features": {n: _json_value(result.rows[i].get(n)) for n in F.FEATURE_NAMES},
+                    "features": result.rows[i],
                     "missing_views": result.missing_views[i],
                     "score": s,
                 }
             )
         self.request_log.write(records)
-        self._stage("total").observe(time.perf_counter() - result.started)
+        self.metrics.stage["total"].observe(time.perf_counter() - result.started)
         if result.v2:
             out = InferOutput("score", [len(scores)], "FP32", data=[float(s) for s in scores])
             return InferResponse(
@@ -307,8 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--feature_cache_ttl_s",
         type=float,
-        default=5.0,
-        help="Reuse an entity's online row this long; 0 disables the cache.",
+        default=30.0,
+        help="Serve an entity's cached online row this long without a read; 0 disables the "
+        "cache (every row is read per request).",
+    )
+    p.add_argument(
+        "--feature_max_stale_s",
+        type=float,
+        default=300.0,
+        help="Serve a cached row up to this old while it is refreshed in the background.",
+    )
+    p.add_argument(
+        "--no_feature_warmup",
+        dest="feature_warmup",
+        action="store_false",
+        help="Do not load the known entities' online rows at start-up (SDK source only).",
     )
     p.add_argument(
         "--missing_entity_policy",
@@ -326,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON lines log of served predictions.",
     )
     p.add_argument("--decision_threshold", type=float, default=0.5)
+    add_model_runtime_args(p)
     return p  # fmt: skip
 
 
@@ -337,7 +361,18 @@ def build_models(args: argparse.Namespace) -> list[kserve.Model]:
         source = FeastSdkSource(args.feast_repo)
     else:
         raise SystemExit("one of --feast_repo or --feast_server_url is required")
-    online = OnlineFeatures(source, args.feature_timeout_ms / 1000, args.feature_cache_ttl_s)
+    online = OnlineFeatures(
+        source,
+        timeout_s=args.feature_timeout_ms / 1000,
+        fresh_s=args.feature_cache_ttl_s,
+        max_stale_s=max(args.feature_max_stale_s, args.feature_cache_ttl_s),
+    )
+    M.FEATURE_CACHE.caches.append(online)
+    if args.feature_warmup and online.caching and isinstance(source, FeastSdkSource):
+        started = time.perf_counter()
+        loaded = online.preload(source.read_sync, entity_keys_of_repo(source.store))
+        logger.info("feature cache warm-up: %d rows in %.1f s", loaded,
+                    time.perf_counter() - started)  # fmt: skip
     schema = load_schema(args.schema)
     log = RequestLog(args.request_log)
     common = dict(
@@ -364,7 +399,9 @@ def build_models(args: argparse.Namespace) -> list[kserve.Model]:
             name2 = args.second_model_name or f"{args.model_name}-candidate"
             pairs.append((name2, args.second_model_dir, None))
         for name, model_dir, version in pairs:
-            predictor = FlightDelayPredictor(f"{name}-predictor", model_dir, version)
+            predictor = FlightDelayPredictor(f"{name}-predictor", model_dir, version,
+                                             isolate=not args.model_in_process,
+                                             workers=args.model_workers)  # fmt: skip
             predictor.load()
             models.append(predictor)
             models.append(FlightDelayTransformer(name, version=predictor.version,
