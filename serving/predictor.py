@@ -205,13 +205,17 @@ class FlightDelayPredictor(kserve.Model):
             return
         scorer = self._idle.pop()
         self._batch_rows.observe(len(merged))
-        call = asyncio.ensure_future(scorer.score_async(merged.numeric, merged.categorical))
-        call.add_done_callback(lambda done: self._call_done(items, scorer, done))
+        scorer.start_call(
+            merged.numeric,
+            merged.categorical,
+            lambda scores, err: self._call_done(items, scorer, scores, err),
+        )
 
-    def _call_done(self, items: list[Any], scorer: Any, done: asyncio.Future[Any]) -> None:
+    def _call_done(
+        self, items: list[Any], scorer: Any, scores: np.ndarray | None, err: BaseException | None
+    ) -> None:
         self._idle.append(scorer)
-        err = RuntimeError("model call cancelled") if done.cancelled() else done.exception()
-        self._deliver(items, None if err else done.result(), err)
+        self._deliver(items, scores, err)
         self._dispatch()  # the requests that queued during this call
 
     @staticmethod

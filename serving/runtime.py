@@ -18,6 +18,7 @@ import contextlib
 import logging
 import multiprocessing
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -32,6 +33,23 @@ NUMERIC = tuple(n for n in F.FEATURE_NAMES if n in F.NUMERIC_FEATURES)
 CATEGORICAL = tuple(n for n in F.FEATURE_NAMES if n not in F.NUMERIC_FEATURES)
 
 log = logging.getLogger(__name__)
+# Called with (scores, None) or (None, error) in the event loop when a model call ends.
+OnDone = Callable[[np.ndarray | None, BaseException | None], None]
+
+
+async def _awaitable(start_call: Any, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+    fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+
+    def done(scores: np.ndarray | None, err: BaseException | None) -> None:
+        if fut.done():
+            return
+        if err is not None or scores is None:
+            fut.set_exception(err or RuntimeError("no scores"))
+        else:
+            fut.set_result(scores)
+
+    start_call(numeric, categorical, done)
+    return await fut
 
 
 def packed_signature(tf: Any, signature: Any) -> Any:
@@ -82,10 +100,17 @@ class SavedModelScorer:
         )
         return np.asarray(scores.numpy(), dtype=np.float32).reshape(-1)
 
-    async def score_async(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+    def start_call(self, numeric: np.ndarray, categorical: np.ndarray, on_done: OnDone) -> None:
         """``score`` in a worker thread (it competes with the event loop for the GIL)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.score, numeric, categorical)
+        call = asyncio.get_running_loop().run_in_executor(
+            self._executor, self.score, numeric, categorical
+        )
+        call.add_done_callback(
+            lambda f: on_done(None, f.exception()) if f.exception() else on_done(f.result(), None)
+        )
+
+    async def score_async(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        return await _awaitable(self.start_call, numeric, categorical)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
@@ -131,7 +156,7 @@ class ModelProcess:
         self._lock = threading.Lock()
         self._proc: Any = None
         self._conn: Connection | None = None
-        self._reply: asyncio.Future[Any] | None = None
+        self._on_done: OnDone | None = None
         self._reader: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._start()
 
@@ -179,45 +204,69 @@ class ModelProcess:
             raise RuntimeError(f"model process: {value}")
         return np.asarray(value)
 
-    async def score_async(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        if self._reply is not None:
+    def start_call(self, numeric: np.ndarray, categorical: np.ndarray, on_done: OnDone) -> None:
+        """Send a call; ``on_done(scores, error)`` runs in the event loop when the reply is read.
+
+        The reply is handled in the pipe's reader callback itself, so the caller can start its
+        next call there without another trip through the event loop's queue.
+        """
+        if self._on_done is not None:
             raise RuntimeError("model process: one call at a time")
         loop = asyncio.get_running_loop()
+        self._on_done = on_done
         if self._conn is None or not self._proc.is_alive():
             self._drop_reader()
             log.error("model process is gone (exit %s); starting it again",
                       self._proc.exitcode if self._proc else None)  # fmt: skip
             self._conn = None
-            await loop.run_in_executor(None, self._start)
+            restart = loop.run_in_executor(None, self._start)
+            restart.add_done_callback(lambda f: self._send(loop, numeric, categorical, f))
+            return
+        self._send(loop, numeric, categorical, None)
+
+    def _send(
+        self, loop: asyncio.AbstractEventLoop, numeric: np.ndarray, categorical: np.ndarray,
+        restart: asyncio.Future[None] | None,
+    ) -> None:  # fmt: skip
+        if restart is not None and restart.exception() is not None:
+            self._finish(
+                None, RuntimeError(f"model process did not restart: {restart.exception()}")
+            )
+            return
         conn = self._conn
         assert conn is not None
         if self._reader is None or self._reader[0] is not loop:
             self._drop_reader()
             loop.add_reader(conn.fileno(), self._on_readable)
             self._reader = (loop, conn.fileno())
-        self._reply = loop.create_future()
         try:
             conn.send((numeric, categorical))
-            kind, value = await self._reply
-        finally:
-            self._reply = None
-        if kind != "ok":
-            raise RuntimeError(f"model process: {value}")
-        return np.asarray(value)
+        except OSError as err:
+            self._conn = None
+            self._finish(None, RuntimeError(f"model process pipe: {err!r}"))
+
+    def _finish(self, scores: np.ndarray | None, err: BaseException | None) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(scores, err)
 
     def _on_readable(self) -> None:
-        reply, conn = self._reply, self._conn
+        conn = self._conn
         try:
-            message = conn.recv() if conn is not None else None
+            kind, value = conn.recv() if conn is not None else ("error", "no pipe")
         except (EOFError, OSError):
             self._drop_reader()
             self._conn = None
             self._proc.join(1)
-            if reply is not None and not reply.done():
-                reply.set_exception(RuntimeError(f"model process died ({self._proc.exitcode})"))
+            self._finish(None, RuntimeError(f"model process died ({self._proc.exitcode})"))
             return
-        if reply is not None and not reply.done():
-            reply.set_result(message)
+        if kind == "ok":
+            self._finish(np.asarray(value), None)
+        else:
+            self._finish(None, RuntimeError(f"model process: {value}"))
+
+    async def score_async(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+        return await _awaitable(self.start_call, numeric, categorical)
 
     def _drop_reader(self) -> None:
         if self._reader is not None:
