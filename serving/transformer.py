@@ -205,6 +205,14 @@ class FlightDelayTransformer(kserve.Model):
             missing.append(found.missing_views)
         return Pending(request_id, v2, started, instances, rows, missing)
 
+    def validate(self, payload: Any) -> Any:
+        """Pass ``Pending`` through: ``preprocess`` validated the request against the schema.
+
+        KServe's own check (run between preprocess and predict) indexes the payload as a dict
+        when the predictor protocol is V2, which a ``Pending`` is not.
+        """
+        return payload
+
     async def predict(self, payload: Pending, headers: dict[str, str] | None = None) -> Pending:
         t0 = time.perf_counter()
         payload.inputs = rows_to_inputs(payload.rows)

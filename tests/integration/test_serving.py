@@ -193,3 +193,39 @@ def test_prometheus_scrapes_per_slice_series(server: dict, flights: pd.DataFrame
         # The bad requests of the tests above (pytest runs a module's tests in order).
         errors = prom.scalar(f'sum(flight_delay_request_errors_total{{model="{MODEL}"}})')
         assert errors >= 6
+
+
+def test_two_process_topology_scores_like_the_embedded_server(
+    server: dict, flights: pd.DataFrame, prepared_repo: Path
+) -> None:
+    """The cluster topology: transformer -> predictor over HTTP (V1 and V2), same scores."""
+    insts = instances(flights)
+    status, embedded = post(f"{server['base']}/v1/models/{MODEL}:predict", {"instances": insts})
+    assert status == 200
+    work, procs = server["work"], []
+    try:
+        pport = free_port()
+        with (work / "predictor.log").open("wb") as plog:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "serving.predictor", f"--model_name={MODEL}",
+                 f"--model_dir={server['model_dir']}", f"--http_port={pport}"],
+                stdout=plog, stderr=subprocess.STDOUT))  # fmt: skip
+        wait_ready(f"http://127.0.0.1:{pport}/v2/models/{MODEL}/ready", procs[0])
+        for protocol in ("v1", "v2"):
+            port = free_port()
+            with (work / f"transformer-{protocol}.log").open("wb") as tlog:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "serving.transformer", f"--model_name={MODEL}",
+                     f"--predictor_host=127.0.0.1:{pport}", f"--predictor_protocol={protocol}",
+                     f"--feast_repo={prepared_repo}", f"--http_port={port}",
+                     f"--request_log={work / f'requests-{protocol}.jsonl'}"],
+                    stdout=tlog, stderr=subprocess.STDOUT))  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(f"{base}/v2/models/{MODEL}/ready", procs[-1])
+            status, remote = post(f"{base}/v1/models/{MODEL}:predict", {"instances": insts})
+            assert status == 200, remote
+            np.testing.assert_allclose(remote["predictions"], embedded["predictions"], rtol=1e-6)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=20)
