@@ -344,11 +344,15 @@ class OnlineFeatures:
             if not fut.done():
                 fut.set_result(row)
 
-    def _spawn(self, queue_name: str) -> None:
-        if queue_name == "pending":
-            queue, self._pending, self._read_scheduled = self._pending, {}, False
-        else:
-            queue, self._stale, self._refresh_scheduled = self._stale, {}, False
+    def _read_pending(self) -> None:
+        queue, self._pending, self._read_scheduled = self._pending, {}, False
+        self._launch(queue)
+
+    def _refresh_stale(self) -> None:
+        queue, self._stale, self._refresh_scheduled = self._stale, {}, False
+        self._launch(queue)
+
+    def _launch(self, queue: dict[str, dict[str, None]]) -> None:
         keys = {view: list(ks) for view, ks in queue.items() if ks}
         if not keys:
             return
@@ -384,10 +388,10 @@ class OnlineFeatures:
                 waits.append((i, view, self._inflight[(view, key)]))
         if self._stale and not self._refresh_scheduled:
             self._refresh_scheduled = True
-            loop.call_later(self.refresh_delay_s, self._spawn, "stale")
+            loop.call_later(self.refresh_delay_s, self._refresh_stale)
         if self._pending and not self._read_scheduled:
             self._read_scheduled = True
-            loop.call_soon(self._spawn, "pending")
+            loop.call_soon(self._read_pending)
         if waits:
             # asyncio.wait, not gather: a cancelled request must not cancel a shared read.
             await asyncio.wait({w[2] for w in waits})

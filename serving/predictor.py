@@ -180,9 +180,10 @@ class FlightDelayPredictor(kserve.Model):
         """Score ``inputs`` together with the other requests waiting for the model.
 
         A model call costs about the same for 1 row or 64, so requests share calls: each call
-        takes every request that arrived while the model workers were busy. Calls run in worker
-        threads (each waits on its model process, GIL released), so the event loop keeps serving
-        meanwhile. An idle worker is called at once: there is no batching timer.
+        takes every request that arrived while the model workers were busy. A call runs in a
+        model process (or a worker thread with ``isolate=False``) while the event loop keeps
+        serving; its reply starts the next call at once. An idle worker is called on the next
+        loop turn: there is no batching timer.
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray] = loop.create_future()

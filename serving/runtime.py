@@ -5,7 +5,8 @@ around it (building tensors, binding the signature, reading the result) needs th
 server's process the event loop holds the GIL most of the time, so a call made from a worker
 thread waits for it at every step and takes 3-5x longer; measured, it made the model thread the
 bottleneck. ``ModelProcess`` runs the model in a child process with its own interpreter: the
-server's thread only sends the packed inputs down a pipe and waits (GIL released) for the scores.
+server's event loop writes the packed inputs to a pipe and reads the scores when the pipe is
+readable; no thread of the server waits for the GIL.
 
 Both take packed inputs (``numeric [n, k] float32``, ``categorical [n, m]`` bytes) and return the
 scores of the model's ``serving_default`` signature, bit for bit the same.
@@ -109,9 +110,6 @@ class SavedModelScorer:
             lambda f: on_done(None, f.exception()) if f.exception() else on_done(f.result(), None)
         )
 
-    async def score_async(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        return await _awaitable(self.start_call, numeric, categorical)
-
     def close(self) -> None:
         self._executor.shutdown(wait=False)
 
@@ -140,10 +138,11 @@ def _serve_model(model_dir: str, conn: Connection) -> None:
 class ModelProcess:
     """The SavedModel in a child process, called over a pipe.
 
-    ``score_async`` is driven by the event loop itself: it writes the inputs to the pipe and the
+    ``start_call`` is driven by the event loop itself: it writes the inputs to the pipe and the
     loop reads the reply when the pipe is readable, so no thread waits for the GIL to pick it up.
-    ``score`` is the blocking form. One call at a time (callers batch). A call the child dies in
-    fails with the reason; the next call starts the child again (in a worker thread).
+    ``score`` is the blocking form, ``score_async`` the awaitable one. One call at a time (callers
+    batch). A call the child dies in fails with the reason; the next call starts the child again
+    (in a worker thread when called from the event loop).
 
     Args:
         model_dir: The SavedModel directory.
@@ -182,16 +181,23 @@ class ModelProcess:
             raise RuntimeError(f"model process could not load {self.model_dir}: {detail}")
         self._proc, self._conn = proc, parent
 
+    def _gone(self) -> bool:
+        """Whether the child has exited; if so, forget its pipe (the caller starts a new one)."""
+        if self._conn is not None and self._proc.is_alive():
+            return False
+        self._drop_reader()
+        self._conn = None
+        log.error("model process is gone (exit %s); starting it again",
+                  self._proc.exitcode if self._proc else None)  # fmt: skip
+        return True
+
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def score(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
         with self._lock:
-            if self._conn is None or not self._proc.is_alive():
-                log.error("model process is gone (exit %s); starting it again",
-                          self._proc.exitcode if self._proc else None)  # fmt: skip
-                self._conn = None
+            if self._gone():
                 self._start()
             assert self._conn is not None
             try:
@@ -214,11 +220,7 @@ class ModelProcess:
             raise RuntimeError("model process: one call at a time")
         loop = asyncio.get_running_loop()
         self._on_done = on_done
-        if self._conn is None or not self._proc.is_alive():
-            self._drop_reader()
-            log.error("model process is gone (exit %s); starting it again",
-                      self._proc.exitcode if self._proc else None)  # fmt: skip
-            self._conn = None
+        if self._gone():
             restart = loop.run_in_executor(None, self._start)
             restart.add_done_callback(lambda f: self._send(loop, numeric, categorical, f))
             return

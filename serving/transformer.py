@@ -2,8 +2,9 @@
 
 Run as ``python -m serving.transformer --model_name=flight-delay --predictor_host=HOST:PORT``
 (the cluster's two-process topology: the predictor is ``serving.predictor``) or with
-``--model_dir=DIR`` (the embedded default: the predictor runs in the same KServe model server
-process and is called in-process; both models answer on their endpoints, the predictor as
+``--model_dir=DIR`` (the embedded default: the predictor is registered in the same KServe model
+server and called in-process, its SavedModel running in a model process, see
+``serving.runtime``; both models answer on their endpoints, the predictor as
 ``<model_name>-predictor``). Features come from ``--feast_repo`` (Feast SDK) or
 ``--feast_server_url`` (Feast feature server over HTTP).
 
