@@ -59,8 +59,8 @@ report: venv ## screenshot the newest local run report to runs/report.png
 	r = max(Path('runs').glob('*/report.html'), key=lambda p: p.stat().st_mtime); \
 	print(screenshot(r, Path('runs/report.png')))"
 
-test: venv ## run the test suite (unit, integration, e2e)
-	$(BIN)/pytest -m "unit or integration or e2e" $(PYTEST_ARGS)
+test: venv ## run the test suite (unit, integration, e2e, containers)
+	$(BIN)/pytest -m "unit or integration or e2e or containers" $(PYTEST_ARGS)
 
 test-unit: venv ## run the fast unit tests only
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)

@@ -34,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             figures = importlib.import_module(f"bench.{name}").run()
-        except Exception:  # one failing benchmark must not lose the others' figures
+        except Exception as err:  # one failing benchmark must not lose the others' figures
             traceback.print_exc()
             failed += 1
+            # ...nor leave its previous figures looking fresh.
+            failed_at = datetime.now(UTC).isoformat(timespec="seconds")
+            results[name] = {"failed": f"{type(err).__name__}: {err}", "failed_at": failed_at}
             continue
         figures["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         results[name] = figures

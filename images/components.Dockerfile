@@ -5,10 +5,16 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# pyfarmhash (from tensorflow-transform) ships only an sdist: its C++ extension needs a compiler.
+# It stays in this stage.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
 # uv resolves nothing here: it installs the exact pins of requirements.lock, fast.
 ARG UV_VERSION=0.13.9
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
-ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy VIRTUAL_ENV=/opt/venv
+# UV_NATIVE_TLS: trust the system CA store, so a build behind a TLS-inspecting proxy works when
+# its bundle is mounted at build time (never copied into a layer).
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy VIRTUAL_ENV=/opt/venv UV_NATIVE_TLS=1
 RUN uv venv --python /usr/local/bin/python3.11 /opt/venv
 COPY requirements.lock /tmp/requirements.lock
 RUN uv pip install --no-cache -r /tmp/requirements.lock

@@ -11,7 +11,9 @@ FROM ${PYTHON_IMAGE} AS build
 ARG UV_VERSION=0.13.9
 ARG SERVING_PACKAGES="tensorflow kserve tensorflow-metadata protobuf numpy prometheus-client pydantic pyyaml httpx orjson"
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
-ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy VIRTUAL_ENV=/opt/venv
+# UV_NATIVE_TLS: trust the system CA store, so a build behind a TLS-inspecting proxy works when
+# its bundle is mounted at build time (never copied into a layer).
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy VIRTUAL_ENV=/opt/venv UV_NATIVE_TLS=1
 RUN uv venv --python /usr/local/bin/python3.11 /opt/venv
 COPY requirements.lock /tmp/requirements.lock
 # shellcheck disable=SC2086 # word splitting of the package list is intended
@@ -20,6 +22,9 @@ WORKDIR /opt/flight-delay
 COPY pyproject.toml README.md ./
 COPY mlops ./mlops
 COPY serving ./serving
+# The request schema (vocabularies, ranges): without it the transformer would accept any carrier.
+# The chart passes --schema with this path; a named schema that is missing stops the server.
+COPY components/validate/schema/schema.pbtxt ./schema/schema.pbtxt
 RUN uv pip install --no-cache --no-deps . && rm -rf build ./*.egg-info
 
 FROM ${PYTHON_IMAGE}

@@ -35,16 +35,10 @@ security-scan: venv $(HELM) $(CHECKOV) ## checkov scan of every rendered manifes
 test-k8s: venv ## the Kubernetes packaging tests (installs the tools they need)
 	$(BIN)/pytest tests/k8s $(PYTEST_ARGS)
 
-images: ## build the component and serving images where a Docker engine runs (REGISTRY, TAG, PUSH=1)
-	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
-	  echo "images: no Docker engine here (docker info failed); nothing built."; \
-	  echo "images: build elsewhere with: docker build -f images/components.Dockerfile -t $(REGISTRY)/components:$(TAG) ."; \
-	  exit 0; \
-	fi; \
-	set -e; \
-	for img in components serving; do \
-	  DOCKER_BUILDKIT=1 docker build -f images/$$img.Dockerfile -t $(REGISTRY)/$$img:$(TAG) .; \
-	  if [ "$(PUSH)" = "1" ]; then docker push $(REGISTRY)/$$img:$(TAG); fi; \
-	done
+images: ## build the component and serving images with podman (REGISTRY, TAG, PUSH=1, NO_CACHE=1)
+	REGISTRY=$(REGISTRY) TAG=$(TAG) PUSH=$(PUSH) bash tools/build-images.sh
 
-.PHONY: tools promtool helm-lint k8s-validate security-scan test-k8s images
+test-containers: venv ## build the images, run pipeline steps and the chart's serving pods in them
+	$(BIN)/pytest -m containers tests/containers $(PYTEST_ARGS)
+
+.PHONY: tools promtool helm-lint k8s-validate security-scan test-k8s images test-containers

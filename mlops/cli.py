@@ -126,15 +126,13 @@ def _cmd_compile(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from mlops.runner import compile_pipeline
-    from mlops.submit import SubmitPlan, make_client, submit, version_name_for
+    from mlops.submit import SubmitPlan, make_client, submit, submit_arguments, version_name_for
     from pipelines.training_pipeline import PIPELINE_NAME
 
     package = compile_pipeline(Path(args.package), args.image)
     first, last = _window(cfg, args)
-    arguments: dict[str, object] = {"first_span": first, "last_span": last}
-    for item in args.param or []:
-        key, _, value = item.partition("=")
-        arguments[key] = value
+    overrides = dict(item.partition("=")[::2] for item in args.param or [])
+    arguments = submit_arguments(cfg, first, last, overrides)
     plan = SubmitPlan(
         pipeline_name=PIPELINE_NAME,
         version_name=version_name_for(package),
@@ -159,12 +157,13 @@ def _cmd_monitor(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         if production is None:
             raise DataError("no production model: pass --training-stats")
         training_stats = production.statistics_uri
+    # Inputs stay strings: any of them may be an fsspec URI (gs://...), which Path would mangle.
     result = run_monitor(
-        Path(args.requests),
-        Path(training_stats),
+        args.requests,
+        training_stats,
         Path(args.out),
-        previous_stats=Path(args.previous_stats) if args.previous_stats else None,
-        feedback=Path(args.feedback) if args.feedback else None,
+        previous_stats=args.previous_stats,
+        feedback=args.feedback,
     )
     if args.pushgateway:
         push_metrics(result, args.model_name, args.pushgateway)
@@ -294,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("monitor", help="skew, drift and live quality of served requests")
-    p.add_argument("--requests", default="runs/serving/requests.jsonl", help="request log")
+    p.add_argument("--requests", default="runs/serving/requests.jsonl",
+                   help="request log: a .jsonl file (and its rotated files), a directory or a "
+                   "glob; a path or fsspec URI")  # fmt: skip
     p.add_argument("--training-stats", help="training statistics (default: production's)")
     p.add_argument("--previous-stats", help="statistics of the previous window, for drift")
     p.add_argument("--feedback", help="labels of served rows (JSON lines)")
@@ -324,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_models_parser(sub)
     sub.choices["models"].set_defaults(func=lambda cfg, a: cli_models(a, _registry_uri(cfg)))
+
+    from mlops.rollout_controller import add_rollout_controller_parser, cli_rollout_controller
+
+    add_rollout_controller_parser(sub)
+    sub.choices["rollout-controller"].set_defaults(
+        func=lambda cfg, a: cli_rollout_controller(a, _registry_uri(cfg))
+    )
 
     p = sub.add_parser("config", help="print the effective configuration")
     p.set_defaults(func=_cmd_config)

@@ -1,8 +1,9 @@
 """Monitoring job: skew and drift of served requests and live per-slice quality, for Prometheus.
 
 Reads the serving request log (JSON lines written by ``serving.transformer``: request id, row,
-model version, the features used, the score), computes TFDV statistics of the served features
-and compares them with the schema's comparators:
+model version, the features used, the score; every file of it, rotated and per-pod files
+included, on a local path or any fsspec URI such as ``gs://`` or ``s3://``), computes TFDV
+statistics of the served features and compares them with the schema's comparators:
 
 - **skew**: served features vs the production model's training statistics;
 - **drift**: this window vs the previous window (when given).
@@ -16,10 +17,13 @@ from there, and ``mlops retrain-if-needed`` acts on the alerts.
 from __future__ import annotations
 
 import json
+import posixpath
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 
@@ -47,34 +51,97 @@ class MonitorResult:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
-def read_request_log(path: Path) -> pd.DataFrame:
+def request_log_files(source: str | Path) -> list[str]:
+    """Every file of a request log, sorted, as paths (local) or URIs (remote).
+
+    Args:
+        source: A directory (each ``*.jsonl`` in it: the per-pod files of the transformer's
+            replicas and their rotated files), a glob, or one ``.jsonl`` file together with the
+            files it was rotated to (``<stem>-<UTC stamp>.jsonl``). Local or any fsspec URI.
+
+    Raises:
+        FileNotFoundError: Nothing matches.
+    """
+    fs, path = fsspec.core.url_to_fs(str(source))
+    if any(c in path for c in "*?["):  # a glob
+        found = fs.glob(path)
+    elif fs.isdir(path):
+        found = fs.glob(posixpath.join(path, "*.jsonl"))
+    elif fs.isfile(path):
+        stem, ext = posixpath.splitext(path)
+        found = [path, *fs.glob(f"{stem}-*{ext}")]
+    else:
+        found = []
+    files = sorted({p for p in found if fs.isfile(p)})
+    if not files:
+        raise FileNotFoundError(f"request log not found: {source}")
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return files if local else [fs.unstrip_protocol(p) for p in files]
+
+
+def _read_lines(uri: str) -> list[bytes]:
+    """Complete lines of one log file; a last line still being written is left for next time."""
+    with fsspec.open(uri, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    return [line for line in lines[:-1] if line.strip()]
+
+
+def read_request_log(source: str | Path) -> pd.DataFrame:
     """The logged requests as one row per served instance: features, score, ids.
+
+    Args:
+        source: The request log, as :func:`request_log_files` takes it.
 
     Raises:
         FileNotFoundError: The log does not exist.
         ValueError: The log holds no requests.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"request log not found: {path}")
     rows = []
-    with path.open() as fh:
-        for line in fh:
-            if line.strip():
-                rec = json.loads(line)
-                rows.append({**rec.get("features", {}), "request_id": rec["request_id"],
-                             "row": rec.get("row", 0), "score": rec["score"],
-                             "model_version": str(rec.get("model_version", ""))})  # fmt: skip
+    for uri in request_log_files(source):
+        for line in _read_lines(uri):
+            rec = json.loads(line)
+            rows.append({**rec.get("features", {}), "request_id": rec["request_id"],
+                         "row": rec.get("row", 0), "score": rec["score"],
+                         "model_version": str(rec.get("model_version", ""))})  # fmt: skip
     if not rows:
-        raise ValueError(f"request log {path} holds no requests")
+        raise ValueError(f"request log {source} holds no requests")
     df = pd.DataFrame(rows)
     for name in F.NUMERIC_FEATURES:
         df[name] = pd.to_numeric(df.get(name), errors="coerce").astype("float64")
     return df
 
 
-def read_feedback(path: Path) -> pd.DataFrame:
-    """Feedback labels: one JSON object per line with ``request_id``, ``row``, ``label``."""
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def local_copy(uri: str | Path, workdir: Path) -> Path:
+    """A local path for ``uri``: itself when local, else a download of it (file or directory).
+
+    TFDV reads statistics by local path; a ``gs://`` URI wrapped in ``Path`` would become
+    ``gs:/...``, so remote ones are copied into ``workdir`` first.
+    """
+    text = str(uri)
+    if "://" not in text or text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    fs, path = fsspec.core.url_to_fs(text)
+    path = path.rstrip("/")
+    dest = workdir / posixpath.basename(path)
+    if fs.isdir(path):
+        dest.mkdir(parents=True, exist_ok=True)
+        for src in fs.find(path):
+            target = dest / posixpath.relpath(src, path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(src, str(target))
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fs.get_file(path, str(dest))
+    return dest
+
+
+def read_feedback(path: str | Path) -> pd.DataFrame:
+    """Feedback labels: one JSON object per line with ``request_id``, ``row``, ``label``.
+
+    ``path`` is a local path or any fsspec URI.
+    """
+    with fsspec.open(str(path), "rt") as fh:
+        records = [json.loads(line) for line in fh.read().splitlines() if line.strip()]
     return pd.DataFrame(records, columns=["request_id", "row", "label"])
 
 
@@ -97,17 +164,19 @@ def slice_quality(served: pd.DataFrame, threshold: float = 0.5) -> list[dict[str
 
 
 def run_monitor(
-    request_log: Path,
-    training_stats: Path,
+    request_log: str | Path,
+    training_stats: str | Path,
     out_dir: Path,
-    previous_stats: Path | None = None,
-    feedback: Path | None = None,
+    previous_stats: str | Path | None = None,
+    feedback: str | Path | None = None,
     schema_path: Path | None = None,
 ) -> MonitorResult:
     """Compute skew, drift and live quality for one window of served requests.
 
+    Inputs other than ``out_dir`` and ``schema_path`` are local paths or fsspec URIs.
+
     Args:
-        request_log: The serving request log of the window.
+        request_log: The serving request log of the window (see :func:`request_log_files`).
         training_stats: Statistics of the production model's training data (from the registry).
         out_dir: Where to write ``statistics.pb`` of the window and ``monitor.json``.
         previous_stats: The previous window's statistics, for drift.
@@ -128,14 +197,17 @@ def run_monitor(
     stats = stats_from_dataframe(served)
     result = MonitorResult(requests=len(served),
                            model_versions=sorted(served["model_version"].unique()))  # fmt: skip
-    # TFDV measures skew from training statistics towards serving statistics.
-    result.skew, result.skew_thresholds, result.skewed = compare(
-        load_statistics(training_stats), stats, schema, "skew"
-    )
-    if previous_stats is not None:
-        result.drift, result.drift_thresholds, result.drifted = compare(
-            stats, load_statistics(previous_stats), schema, "drift"
+    with tempfile.TemporaryDirectory(prefix="monitor-stats-") as tmp:
+        # TFDV measures skew from training statistics towards serving statistics.
+        training = load_statistics(local_copy(training_stats, Path(tmp) / "training"))
+        result.skew, result.skew_thresholds, result.skewed = compare(
+            training, stats, schema, "skew"
         )
+        if previous_stats is not None:
+            previous = load_statistics(local_copy(previous_stats, Path(tmp) / "previous"))
+            result.drift, result.drift_thresholds, result.drifted = compare(
+                stats, previous, schema, "drift"
+            )
     if feedback is not None:
         labels = read_feedback(feedback)
         joined = served.merge(labels, on=["request_id", "row"], how="left")

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,20 @@ MODEL_DIR = "model"
 TRANSFORM_DIR = "transform_graph"
 SCHEMA_FILE = "schema.pbtxt"
 STATISTICS_DIR = "statistics"
+# A version's SavedModel directory as any storage URI names it: ``.../versions/<n>/model``.
+_MODEL_URI_VERSION = re.compile(r"versions/(\d+)/" + MODEL_DIR + r"/?$")
+
+
+def version_from_uri(uri: str) -> int | None:
+    """The registry version a SavedModel URI points at (``.../versions/3/model`` -> 3).
+
+    Works for any scheme (``pvc://``, ``gs://``, a local path): the version is read from the
+    path the registry lays out, which is how the rollout controller tells which version a
+    predictor's ``STORAGE_URI`` serves. ``None`` when the URI is not a registry version's model.
+    """
+    m = _MODEL_URI_VERSION.search(uri)
+    return int(m.group(1)) if m else None
+
 
 # Process-wide locks per (protocol, path): fcntl covers other processes, this covers threads and
 # in-process filesystems such as memory://.
@@ -248,6 +263,25 @@ def _exists(uri: str | Path) -> bool:
 
 def _join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
+
+
+def serving_uri(version: ModelVersion, root: str = "") -> str:
+    """The KServe ``storageUri`` of a version's SavedModel, seen from the serving side.
+
+    Pipeline steps and KServe may reach one registry by different names: the steps mount the
+    registry's PVC at ``/mnt/registry``, KServe reads the same claim as ``pvc://<claim>``.
+
+    Args:
+        version: The registered version.
+        root: The registry root as KServe addresses it, e.g. ``pvc://flight-delay-registry``;
+            ``""`` when KServe reads the registry URI itself (object storage, e.g. ``gs://``).
+
+    Returns:
+        e.g. ``pvc://flight-delay-registry/flight-delay/versions/3/model``.
+    """
+    if not root:
+        return version.model_uri
+    return _join(root.rstrip("/"), version.model_name, "versions", str(version.version), MODEL_DIR)
 
 
 class ModelRegistry:

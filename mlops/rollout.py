@@ -232,22 +232,72 @@ def next_traffic_percent(current: int | None, decision: Decision) -> int | None:
     return later[0]
 
 
+KSERVE_CONTAINER = "kserve-container"
+STORAGE_URI_ENV = "STORAGE_URI"
+
+
+def _kserve_container(predictor: dict[str, Any]) -> dict[str, Any]:
+    """The predictor's model container: KServe's storage initializer serves ``kserve-container``."""
+    for container in predictor.get("containers") or []:
+        if container.get("name") == KSERVE_CONTAINER:
+            return container
+    raise ValueError(f"spec.predictor.containers has no container named {KSERVE_CONTAINER!r}")
+
+
+def predictor_storage_uri(isvc: dict[str, Any]) -> str | None:
+    """The storage URI the predictor serves: ``model.storageUri`` of a model-block predictor, or
+    the ``STORAGE_URI`` env of a custom container predictor's ``kserve-container``."""
+    predictor = isvc.get("spec", {}).get("predictor", {})
+    model = predictor.get("model")
+    if isinstance(model, dict):
+        uri = model.get("storageUri")
+        return uri if isinstance(uri, str) else None
+    if not predictor.get("containers"):
+        return None
+    for env in _kserve_container(predictor).get("env") or []:
+        if env.get("name") == STORAGE_URI_ENV and isinstance(env.get("value"), str):
+            return str(env["value"])
+    return None
+
+
 def canary_patch(
     isvc: dict[str, Any], storage_uri: str | None, traffic_percent: int | None
 ) -> dict[str, Any]:
     """The InferenceService after a rollout step (a copy; the input is left as it was).
 
+    A predictor with a ``model:`` block gets ``model.storageUri``; a custom container predictor
+    (the chart's) gets the ``STORAGE_URI`` env of its ``kserve-container``, which KServe's
+    storage initializer downloads into ``/mnt/models``. KServe's types have no storage URI on
+    the predictor itself.
+
     Args:
         isvc: The current InferenceService object.
         storage_uri: The canary model's URI when a canary starts; ``None`` keeps the current one.
         traffic_percent: New ``canaryTrafficPercent``; ``None`` removes it (promotion).
+
+    Raises:
+        ValueError: The traffic is not 0..100, or the predictor has neither a model block nor a
+            ``kserve-container`` to point at ``storage_uri``.
     """
     obj = json.loads(json.dumps(isvc))
     predictor = obj.setdefault("spec", {}).setdefault("predictor", {})
-    model = predictor.get("model")
-    target = model if isinstance(model, dict) else predictor
     if storage_uri is not None:
-        target["storageUri"] = storage_uri
+        model = predictor.get("model")
+        if isinstance(model, dict):
+            model["storageUri"] = storage_uri
+        elif predictor.get("containers"):
+            env = _kserve_container(predictor).setdefault("env", [])
+            entry = {"name": STORAGE_URI_ENV, "value": storage_uri}
+            for i, item in enumerate(env):
+                if item.get("name") == STORAGE_URI_ENV:
+                    env[i] = entry  # a valueFrom is replaced by the literal value
+                    break
+            else:
+                env.append(entry)
+        else:
+            raise ValueError(
+                "spec.predictor has neither a model block nor containers to set a storage URI on"
+            )
     if traffic_percent is None:
         predictor.pop("canaryTrafficPercent", None)
     else:
@@ -255,6 +305,75 @@ def canary_patch(
             raise ValueError(f"canaryTrafficPercent must be 0..100, got {traffic_percent}")
         predictor["canaryTrafficPercent"] = traffic_percent
     return obj
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``.
+
+    Removed keys become ``null`` (which is how a merge patch deletes ``canaryTrafficPercent``);
+    a changed list is sent whole, as RFC 7386 replaces lists (custom resources accept no
+    strategic merge patch).
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {key: None for key in sorted(old.keys() - new.keys())}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """Where an InferenceService's rollout stands.
+
+    Attributes:
+        version: Registry version of the predictor's storage URI (``None``: not a registry URI).
+        traffic_percent: ``canaryTrafficPercent`` (``None``: absent, all traffic on the latest).
+        production_version: The registry's ``production`` alias.
+    """
+
+    version: int | None
+    traffic_percent: int | None
+    production_version: int | None
+
+    @property
+    def canary_running(self) -> bool:
+        """A canary takes traffic: some share on a version that is not production."""
+        return (
+            self.version is not None
+            and self.traffic_percent is not None
+            and self.traffic_percent > 0
+            and self.version != self.production_version
+        )
+
+    @property
+    def state(self) -> str | None:
+        """One of ``telemetry.ROLLOUT_STATES`` for :attr:`version`, ``None`` when none fits."""
+        if self.version is None:
+            return None
+        if self.canary_running:
+            return "canary"
+        if self.traffic_percent == 0 and self.version != self.production_version:
+            return "rolled_back"
+        if self.traffic_percent is None and self.version == self.production_version:
+            return "promoted"
+        return None
+
+
+def service_state(isvc: dict[str, Any], production_version: int | None) -> ServiceState:
+    """Read the canary version and traffic off an InferenceService."""
+    from mlops.registry import version_from_uri
+
+    uri = predictor_storage_uri(isvc)
+    traffic = isvc.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
+    return ServiceState(
+        None if uri is None else version_from_uri(uri),
+        None if traffic is None else int(traffic),
+        production_version,
+    )
 
 
 ISVC_GROUP, ISVC_VERSION, ISVC_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -326,37 +445,94 @@ class ClusterRollout:
             config.load_kube_config()
         return cls(api=client.CustomObjectsApi(), **kwargs)
 
-    def _get(self) -> dict[str, Any]:
+    def get(self) -> dict[str, Any]:
+        """The InferenceService as the API server has it (verb ``get``)."""
         return dict(self.api.get_namespaced_custom_object(
             ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name))  # fmt: skip
 
-    def _replace(self, obj: dict[str, Any]) -> None:
+    def _patch(self, current: dict[str, Any], desired: dict[str, Any]) -> None:
+        """Send what turns ``current`` into ``desired`` as a JSON merge patch (verb ``patch``).
+
+        The rollout Role grants ``patch``, not ``update``: no PUT. The kubernetes client sends a
+        dict body of ``patch_namespaced_custom_object`` as ``application/merge-patch+json``
+        (custom resources take no strategic merge patch); a removed field goes as ``null``. The
+        object read carries its ``resourceVersion``, sent back as a precondition: the API server
+        answers 409 if the InferenceService changed since it was read (e.g. the deploy step
+        started another canary), and the next pass reads it again.
+        """
         from mlops.k8s_validate import validate_inference_service
 
-        validate_inference_service(obj)
-        self.api.replace_namespaced_custom_object(
-            ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name, obj)  # fmt: skip
+        # `status` belongs to KServe's controller and a patch of the object cannot change it;
+        # what is checked is everything this patch writes.
+        current = {k: v for k, v in current.items() if k != "status"}
+        desired = {k: v for k, v in desired.items() if k != "status"}
+        validate_inference_service(desired)
+        body = merge_patch(current, desired)
+        if not body:
+            return
+        version = current.get("metadata", {}).get("resourceVersion")
+        if version:
+            body.setdefault("metadata", {})["resourceVersion"] = version
+        self.api.patch_namespaced_custom_object(
+            ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name, body)  # fmt: skip
 
-    def start(self, canary_version: int) -> dict[str, Any]:
-        """Point the canary at a registry version with the first traffic step."""
-        version = self.registry.get(self.model_name, canary_version)
-        obj = canary_patch(self._get(), version.model_uri, TRAFFIC_STEPS[0])
-        self._replace(obj)
+    def state(self, obj: dict[str, Any] | None = None) -> ServiceState:
+        """Where the rollout stands: the object's canary against the registry's production."""
+        production = self.registry.find(self.model_name, "production")
+        return service_state(
+            self.get() if obj is None else obj, None if production is None else production.version
+        )
+
+    def start(self, canary_version: int, storage_uri: str) -> dict[str, Any]:
+        """Point the predictor at a registry version with the first traffic step.
+
+        Args:
+            canary_version: The registry version to roll out.
+            storage_uri: Its model as KServe downloads it, the registry path as the cluster sees
+                it, e.g. ``pvc://flight-delay-registry/flight-delay/versions/3/model``; its
+                ``versions/<n>/model`` must name ``canary_version``, which is how the controller
+                reads the canary's version back.
+
+        Returns:
+            The InferenceService as patched.
+
+        Raises:
+            ValueError: ``storage_uri`` does not name ``canary_version``.
+        """
+        from mlops.registry import version_from_uri
+
+        if version_from_uri(storage_uri) != canary_version:
+            raise ValueError(
+                f"storage URI {storage_uri} does not end in versions/{canary_version}/model"
+            )
+        self.registry.get(self.model_name, canary_version)  # raises for an unknown version
+        current = self.get()
+        obj = canary_patch(current, storage_uri, TRAFFIC_STEPS[0])
+        self._patch(current, obj)
         self.registry.record_event(
             self.model_name,
             canary_version,
             "canary_started",
             {
                 "traffic_percent": TRAFFIC_STEPS[0],
+                "storage_uri": storage_uri,
                 "inference_service": f"{self.namespace}/{self.name}",
             },
         )
         return obj
 
-    def step(self, canary_version: int, stable_version: int) -> StepResult:
-        """Analyse and move traffic one step."""
-        obj = self._get()
-        current = obj.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
+    def step(self, canary_version: int, stable_version: int) -> StepResult | None:
+        """Analyse and move traffic one step.
+
+        Does nothing (returns ``None``, sends nothing) unless the InferenceService runs a canary
+        of ``canary_version``: ``canaryTrafficPercent`` above 0 on a version other than
+        production. A stray step therefore never starts, restarts or re-promotes a canary.
+        """
+        obj = self.get()
+        state = self.state(obj)
+        if not state.canary_running or state.version != canary_version:
+            return None
+        current = state.traffic_percent
         analysis = analyze(
             self.prom,
             selector(self.model_name, str(canary_version)),
@@ -365,15 +541,21 @@ class ClusterRollout:
         )
         traffic = next_traffic_percent(current, analysis.decision)
         if traffic != current:
-            self._replace(canary_patch(obj, None, traffic))
+            self._patch(obj, canary_patch(obj, None, traffic))
         if analysis.decision == "promote" and traffic is not None:
             # A passing step below 100 % raises traffic; production moves only at the end.
             self.registry.record_event(
                 self.model_name, canary_version, "canary_traffic_raised",
                 {"traffic_percent": traffic, **analysis.to_dict()},
             )  # fmt: skip
-            current = self.registry.find(self.model_name, "production")
-            production = None if current is None else current.version
+            production = state.production_version
+        elif analysis.decision == "hold" and self._last_event(canary_version) == "canary_held":
+            # The controller steps every interval: a hold is recorded once, not once a minute.
+            production = state.production_version
         else:
             production = record_decision(self.registry, self.model_name, canary_version, analysis)
         return StepResult(analysis, traffic, production)
+
+    def _last_event(self, version: int) -> str | None:
+        events = self.registry.lineage(self.model_name, version).events
+        return str(events[-1]["kind"]) if events else None

@@ -93,15 +93,16 @@ def serving_pair(
 
 
 @contextmanager
-def prometheus(target: str, work: Path) -> Iterator[PrometheusClient]:
-    """A real Prometheus scraping ``target`` (host:port) every second."""
+def prometheus(target: str | list[str], work: Path) -> Iterator[PrometheusClient]:
+    """A real Prometheus scraping ``target`` (host:port, or several) every second."""
     if shutil.which("prometheus") is None:
         raise FileNotFoundError("prometheus not found; run tools/install-prometheus.sh")
     port = free_port()
+    targets = [target] if isinstance(target, str) else target
     config = work / "prometheus.yml"
     config.write_text(json.dumps({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "serving", "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [{"job_name": "serving", "static_configs": [{"targets": targets}]}],
     }))  # fmt: skip
     proc = subprocess.Popen(
         ["prometheus", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",

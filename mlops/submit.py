@@ -9,9 +9,13 @@ equivalents are in docs/cluster.md.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mlops.config import PlatformConfig
+from mlops.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,49 @@ class SubmitPlan:
     package: Path
     arguments: dict[str, Any]
     cron: str | None = None
+
+
+# Config settings that are also parameters of the training pipeline.
+CONFIG_PARAMETERS = ("feature_repo", "eval_fraction", "registry_uri")
+
+
+def submit_arguments(
+    cfg: PlatformConfig,
+    first_span: str,
+    last_span: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run arguments of a submission: the span window, the config's settings, explicit flags.
+
+    The config's pipeline settings that its file sets are sent, so a run never falls back to a
+    pipeline default the config contradicts (above all ``registry_uri``: a registry that is not
+    shared storage vanishes with each step's pod). Settings the file leaves out keep the
+    pipeline's cluster defaults (the registry PVC at ``/mnt/registry``, the image's Feast repo):
+    the config's own defaults are those of a local installation.
+
+    Args:
+        cfg: The platform config.
+        first_span: First span of the window (the config's, or ``--through-month``'s).
+        last_span: Last span of the window.
+        overrides: ``--param KEY=VALUE`` flags; they win over the config.
+
+    Raises:
+        DataError: The registry is a relative path, which no two pods share.
+    """
+    arguments: dict[str, Any] = {"first_span": first_span, "last_span": last_span}
+    for name in CONFIG_PARAMETERS:
+        if name in cfg.model_fields_set:
+            value = getattr(cfg, name)
+            arguments[name] = str(value) if isinstance(value, Path) else value
+    arguments.update(overrides or {})
+    registry = str(arguments.get("registry_uri", "/"))
+    if "://" not in registry and not registry.startswith("/"):
+        raise DataError(
+            f"registry_uri {registry!r} is a relative path: each pipeline step would write it "
+            "inside its own pod. Set registry_uri in the config to the mounted registry PVC "
+            "(/mnt/registry) or an fsspec URI whose driver the component image has."
+        )
+    return arguments
 
 
 def version_name_for(package: Path) -> str:

@@ -8,9 +8,15 @@ imported, so compiling stays free of TensorFlow, TFDV, TFT and Feast.
 Gating follows TFX's Pusher: there is no ``dsl.If`` (``kfp.local`` cannot run it); push reads the
 validation verdict and the blessing and does nothing, saying why, when either is negative. The
 same DAG runs locally and in the cluster.
+
+The model registry must outlive the pods: in the cluster every step that reads or writes it
+mounts one ReadWriteMany PVC at ``/mnt/registry`` (``kfp-kubernetes``; ``kfp.local`` ignores the
+mount, and local runs pass a local ``registry_uri``). See docs/cluster.md, "Model registry
+storage".
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
+from kfp.dsl import PipelineTask
 
 from components.deploy.component import deploy_op
 from components.evaluate.component import evaluate_op
@@ -22,6 +28,12 @@ from components.transform.component import transform_op
 from components.validate.component import validate_op
 
 PIPELINE_NAME = "flight-delay-training"
+REGISTRY_MOUNT = "/mnt/registry"
+
+
+def mount_registry(task: PipelineTask, registry_pvc: str) -> PipelineTask:
+    """Mount the registry's PVC into a step at ``REGISTRY_MOUNT`` (ignored by kfp.local)."""
+    return kubernetes.mount_pvc(task, pvc_name=registry_pvc, mount_path=REGISTRY_MOUNT)
 
 
 @dsl.pipeline(
@@ -40,7 +52,9 @@ def training_pipeline(
     hyperparameters: str = "{}",
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 0,
-    registry_uri: str = "/opt/flight-delay/registry",
+    registry_uri: str = REGISTRY_MOUNT,
+    registry_pvc: str = "flight-delay-registry",
+    registry_serving_root: str = "pvc://flight-delay-registry",
     model_name: str = "flight-delay",
     min_auc: float = 0.6,
     max_log_loss: float = 0.69,
@@ -68,7 +82,12 @@ def training_pipeline(
         hyperparameters: JSON of trainer hyperparameters (see components/train/README.md).
         gpu_type: Accelerator type to request for training.
         gpu_count: GPUs for training; 0 trains on CPU.
-        registry_uri: Model registry (a directory or any fsspec URI).
+        registry_uri: Model registry as the steps see it: the mounted PVC (default) or an
+            fsspec URI (s3://, gs://; its driver must be in the image).
+        registry_pvc: ReadWriteMany PVC holding the registry, mounted at /mnt/registry into
+            the steps that read or write it (the chart creates it).
+        registry_serving_root: The registry root as KServe reads it (``pvc://<registry_pvc>``);
+            '' when KServe reads ``registry_uri`` itself (object storage).
         model_name: Registered model name.
         min_auc: Absolute AUC a first model must reach.
         max_log_loss: Absolute log loss a first model must stay under.
@@ -103,6 +122,7 @@ def training_pipeline(
         model_name=model_name,
     )
     validate.set_display_name("validate").set_cpu_limit("2").set_memory_limit("8G")
+    mount_registry(validate, registry_pvc)
 
     # A bad span stops here, after its report is written and before any compute is spent on it.
     gate = validation_gate_op(
@@ -144,6 +164,7 @@ def training_pipeline(
         min_slice_count=min_slice_count,
     )
     evaluate.set_display_name("evaluate").set_caching_options(False)
+    mount_registry(evaluate, registry_pvc)
 
     # Register only a validated, blessed model (as candidate); otherwise record why not.
     push = push_op(
@@ -161,12 +182,14 @@ def training_pipeline(
         promote=False,
     )
     push.set_display_name("push").set_caching_options(False).set_retry(2)
+    mount_registry(push, registry_pvc)
 
     # Canary (cluster) or shadow analysis (local); production moves only on promotion.
     deploy = deploy_op(
         pushed=push.outputs["pushed"],
         eval_data=ingest.outputs["eval_data"],
         registry_uri=registry_uri,
+        registry_serving_root=registry_serving_root,
         model_name=model_name,
         deploy_mode=deploy_mode,
         feature_repo=feature_repo,
@@ -175,3 +198,4 @@ def training_pipeline(
         prometheus_url=prometheus_url,
     )
     deploy.set_display_name("deploy").set_caching_options(False)
+    mount_registry(deploy, registry_pvc)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,23 @@ from serving.runtime import (
     SavedModelScorer,
 )
 
+# The env var KServe's storage initializer reads for a custom container's model.
+STORAGE_URI_ENV = "STORAGE_URI"
+
 
 def version_of(model_dir: str | Path) -> str:
     """The registry version of a model directory (``.../versions/<n>/model``), else its name."""
     m = re.search(r"versions/([^/]+)/model/?$", str(model_dir))
     return m.group(1) if m else Path(model_dir).name
+
+
+def served_version(flag: str | None, model_dir: str, environ: Mapping[str, str]) -> str:
+    """The registry version a predictor labels its metrics and answers with.
+
+    KServe mounts the version named by the container's STORAGE_URI at /mnt/models, which loses
+    the registry path: the URI says which version this pod serves (canary or stable).
+    """
+    return flag or version_of(environ.get(STORAGE_URI_ENV) or model_dir)
 
 
 def _float(v: Any) -> float:
@@ -267,6 +281,9 @@ class FlightDelayPredictor(kserve.Model):
                 model_name=self.name,
                 infer_outputs=[out],
                 model_version=self.version,
+                # KServe 0.14's REST client (InferResponse.from_bytes) drops model_version; a
+                # transformer in front of a canary reads the version from here instead.
+                parameters={"model_version": self.version},
             )
         return {"predictions": [float(s) for s in scores], "model_version": self.version}
 
@@ -309,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     from serving.server import serve
 
     args = build_parser().parse_args(argv)
-    model = FlightDelayPredictor(args.model_name, args.model_dir, args.model_version,
+    version = served_version(args.model_version, args.model_dir, os.environ)
+    model = FlightDelayPredictor(args.model_name, args.model_dir, version,
                                  isolate=not args.model_in_process,
                                  workers=args.model_workers)  # fmt: skip
     model.load()

@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,45 +62,132 @@ from serving.validation import (
     validate_instances,
 )
 
-DEFAULT_REQUEST_LOG = Path("runs/serving/requests.jsonl")
+# Distinct versions a remote transformer labels series with (stable and canary, with room).
+MAX_ANSWERED_VERSIONS = 8
+
+# No log unless --request_log is given: a relative default would land on the working directory,
+# read-only in the chart's pods. `mlops serve` passes its own path under runs/.
+DEFAULT_REQUEST_LOG: Path | None = None
+DEFAULT_REQUEST_LOG_MAX_MB = 64.0
+REQUEST_LOG_PREFIX = "requests"
 logger = logging.getLogger(__name__)
 _LOG_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def request_log_file(target: Path, host: str | None = None, pid: int | None = None) -> Path:
+    """The file one server process appends to.
+
+    A target ending in ``.jsonl`` is that file (one local server, e.g. ``mlops serve``). Any other
+    target is a directory that replicas may share (a ReadWriteMany volume in the cluster): each
+    process writes its own ``requests-<hostname>-<pid>.jsonl`` there, the hostname being the pod
+    name and the pid telling apart the worker processes of one pod, so no two processes ever
+    append to one file. The monitoring job reads every ``*.jsonl`` of the directory.
+    """
+    if target.suffix == ".jsonl":
+        return target
+    host = host or socket.gethostname()
+    return target / f"{REQUEST_LOG_PREFIX}-{host}-{os.getpid() if pid is None else pid}.jsonl"
+
+
+def rotated_name(path: Path, now: datetime | None = None) -> Path:
+    """Where a full log file goes: ``<stem>-<UTC stamp>.jsonl`` beside it."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    return path.with_name(f"{path.stem}-{stamp}{path.suffix}")
 
 
 class RequestLog:
     """Append-only JSON lines of served predictions, for the monitoring job.
 
     Writes are buffered and flushed at most every ``flush_s`` seconds (and at exit), so logging
-    costs a dict-to-JSON per row, not a disk write per request.
+    costs a dict-to-JSON per row, not a disk write per request. A file that grows past
+    ``max_mb`` is renamed to ``<stem>-<UTC stamp>.jsonl`` and a new one started; the monitoring
+    job reads the rotated files too (``mlops.monitor.request_log_files``).
+
+    Args:
+        target: A ``.jsonl`` file, or a directory shared by replicas (see
+            :func:`request_log_file`); ``None`` logs nothing.
+        flush_s: Longest time written rows stay in the process's buffer.
+        max_mb: Size at which the file is rotated; ``0`` never rotates.
     """
 
-    def __init__(self, path: Path | None, flush_s: float = 1.0) -> None:
-        self.path = path
+    def __init__(
+        self,
+        target: Path | None,
+        flush_s: float = 1.0,
+        max_mb: float = DEFAULT_REQUEST_LOG_MAX_MB,
+    ) -> None:
+        self.target = target
         self.flush_s = flush_s
+        self.max_bytes = int(max_mb * (1 << 20))
+        self.path: Path | None = None
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
-        self._file = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("ab", buffering=1 << 16)
+        self._file: Any = None
+        self._size = 0
+        self._pid = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RequestLog:
+        """The log the ``--request_log*`` flags ask for (see :func:`add_request_log_args`)."""
+        return cls(args.request_log, max_mb=args.request_log_max_mb)
+
+    def _open(self) -> None:
+        """Open this process's file; opened at the first write, so forked workers get their own."""
+        assert self.target is not None
+        self._pid = os.getpid()
+        self.path = request_log_file(self.target, pid=self._pid)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("ab", buffering=1 << 16)
+        self._size = self._file.tell()
+
+    def _rotate(self) -> None:
+        assert self.path is not None
+        self._file.close()
+        os.replace(self.path, rotated_name(self.path))
+        self._file = self.path.open("ab", buffering=1 << 16)
+        self._size = 0
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        if self._file is None:
+        """Append one request's rows."""
+        if self.target is None:
             return
         # orjson writes NaN as null and numpy scalars as numbers, as the monitoring job reads them.
         text = b"".join(orjson.dumps(r, option=_LOG_OPTIONS) + b"\n" for r in records)
         with self._lock:
+            if self._file is None or self._pid != os.getpid():
+                self._open()
+            if self.max_bytes and self._size and self._size + len(text) > self.max_bytes:
+                self._rotate()
             self._file.write(text)
+            self._size += len(text)
             now = time.monotonic()
             if now - self._last_flush >= self.flush_s:
                 self._file.flush()
                 self._last_flush = now
 
     def close(self) -> None:
-        if self._file is not None:
-            with self._lock:
+        """Flush and close the current file."""
+        with self._lock:
+            if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def add_request_log_args(p: argparse.ArgumentParser) -> None:
+    """The request log's flags."""
+    p.add_argument(
+        "--request_log",
+        type=Path,
+        default=DEFAULT_REQUEST_LOG,
+        help="JSON lines log of served predictions: a .jsonl file, or a directory shared by "
+        "replicas (one requests-<hostname>-<pid>.jsonl per process). Default: no log.",
+    )
+    p.add_argument(
+        "--request_log_max_mb",
+        type=float,
+        default=DEFAULT_REQUEST_LOG_MAX_MB,
+        help="Rotate the log file to <stem>-<UTC stamp>.jsonl past this size (0: never).",
+    )
 
 
 def _json_value(v: Any) -> Any:
@@ -120,6 +210,8 @@ class Pending:
     missing_views: list[list[str]]
     inputs: Inputs | None = None
     scores: np.ndarray | None = None
+    # The version that answered: a remote predictor reports its own (canary or stable).
+    version: str | None = None
 
 
 class FlightDelayTransformer(kserve.Model):
@@ -150,6 +242,7 @@ class FlightDelayTransformer(kserve.Model):
         self.request_log = request_log or RequestLog(None)
         self.decision_threshold = decision_threshold
         self.metrics = M.ModelMetrics(name, version)
+        self._answered: dict[str, M.ModelMetrics] = {version: self.metrics}
         self.ready = False
 
     def load(self) -> bool:
@@ -220,8 +313,9 @@ class FlightDelayTransformer(kserve.Model):
         try:
             if self.predictor is not None:
                 scores = await self.predictor.score_batched(payload.inputs)
+                payload.version = self.version
             else:
-                scores = await self._remote_predict(payload)
+                scores, payload.version = await self._remote_predict(payload)
         except (InvalidInput, PredictError):
             raise
         except Exception as err:  # TF runtime or transport errors: a predict failure
@@ -229,21 +323,43 @@ class FlightDelayTransformer(kserve.Model):
         if len(scores) != len(payload.rows):
             raise PredictError(f"predictor returned {len(scores)} scores for {len(payload.rows)}")
         payload.scores = scores
-        self.metrics.stage["predict"].observe(time.perf_counter() - t0)
+        self.metrics_of(payload.version).stage["predict"].observe(time.perf_counter() - t0)
         return payload
 
-    async def _remote_predict(self, payload: Pending) -> np.ndarray:
+    def metrics_of(self, version: str | None) -> M.ModelMetrics:
+        """The series of the version that answered.
+
+        In the cluster one transformer fronts every predictor revision of a canary rollout, so
+        per-slice predictions and latencies are labelled with the version the predictor
+        reported; the rollout analysis compares those. Versions are few (stable and canary);
+        past a bound, answers fall back to this transformer's own label.
+        """
+        if version is None:
+            return self.metrics
+        metrics = self._answered.get(version)
+        if metrics is None:
+            if len(self._answered) >= MAX_ANSWERED_VERSIONS:
+                return self.metrics
+            metrics = self._answered[version] = M.ModelMetrics(self.name, version)
+        return metrics
+
+    async def _remote_predict(self, payload: Pending) -> tuple[np.ndarray, str | None]:
         headers = {"x-request-id": payload.request_id}
         if self.protocol == "v2":
             assert payload.inputs is not None
             req = v2_request(payload.inputs, self.name, payload.request_id)
             resp = await super().predict(req, headers)
-            return np.asarray(resp.outputs[0].as_numpy(), dtype=np.float64).reshape(-1)
+            scores = np.asarray(resp.outputs[0].as_numpy(), dtype=np.float64).reshape(-1)
+            reported = resp.model_version or (resp.parameters or {}).get("model_version")
+            return scores, None if reported is None else str(reported)
         rows = [
             {n: _json_value(r.get(n)) for n in F.FEATURE_NAMES} for r in payload.rows
         ]  # fmt: skip
         resp = await super().predict({"instances": rows}, headers)
-        return np.asarray(resp["predictions"], dtype=np.float64)
+        version = resp.get("model_version")
+        return np.asarray(resp["predictions"], dtype=np.float64), (
+            None if version is None else str(version)
+        )
 
     async def postprocess(
         self, result: Pending, headers: dict[str, str] | None = None
@@ -251,7 +367,8 @@ class FlightDelayTransformer(kserve.Model):
         scores = result.scores if result.scores is not None else np.array([])
         now = time.time()
         records = []
-        metrics, threshold = self.metrics, self.decision_threshold
+        version = result.version or self.version
+        metrics, threshold = self.metrics_of(result.version), self.decision_threshold
         for i, (inst, score) in enumerate(zip(result.instances, scores, strict=True)):
             s = float(score)
             outcome = "positive" if s >= threshold else "negative"
@@ -264,7 +381,7 @@ class FlightDelayTransformer(kserve.Model):
                     "request_id": result.request_id,
                     "row": i,
                     "model": self.name,
-                    "model_version": self.version,
+                    "model_version": version,
                     F.TAILNUM: inst[F.TAILNUM],
                     "features": result.rows[i],
                     "missing_views": result.missing_views[i],
@@ -272,18 +389,18 @@ class FlightDelayTransformer(kserve.Model):
                 }
             )
         self.request_log.write(records)
-        self.metrics.stage["total"].observe(time.perf_counter() - result.started)
+        metrics.stage["total"].observe(time.perf_counter() - result.started)
         if result.v2:
             out = InferOutput("score", [len(scores)], "FP32", data=[float(s) for s in scores])
             return InferResponse(
                 response_id=result.request_id,
                 model_name=self.name,
                 infer_outputs=[out],
-                model_version=self.version,
+                model_version=version,
             )
         return {
             "predictions": [float(s) for s in scores],
-            "model_version": self.version,
+            "model_version": version,
             "request_id": result.request_id,
         }
 
@@ -351,12 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH)
     p.add_argument("--schema", type=Path, default=None, help="TFDV schema.pbtxt for validation.")
-    p.add_argument(
-        "--request_log",
-        type=Path,
-        default=DEFAULT_REQUEST_LOG,
-        help="JSON lines log of served predictions.",
-    )
+    add_request_log_args(p)
     p.add_argument("--decision_threshold", type=float, default=0.5)
     add_model_runtime_args(p)
     return p  # fmt: skip
@@ -383,7 +495,7 @@ def build_models(args: argparse.Namespace) -> list[kserve.Model]:
         logger.info("feature cache warm-up: %d rows in %.1f s", loaded,
                     time.perf_counter() - started)  # fmt: skip
     schema = load_schema(args.schema)
-    log = RequestLog(args.request_log)
+    log = RequestLog.from_args(args)
     common = dict(
         online=online,
         schema=schema,

@@ -73,9 +73,15 @@ def load_schema(path: Path | None = None) -> ServingSchema:
     """Read the serving domains from a TFDV schema, or fall back to the contract's ranges.
 
     Args:
-        path: A ``schema.pbtxt``; the checked-in one by default. A missing file falls back to the
-            contract (numeric ranges only, open vocabularies).
+        path: A ``schema.pbtxt``; the checked-in one by default, and when that is missing the
+            contract (numeric ranges only, open vocabularies). A named file must exist.
+
+    Raises:
+        FileNotFoundError: ``path`` was given and is not a file.
     """
+    if path is not None and not path.is_file():
+        # A schema that was asked for and is not there must not silently open the vocabularies.
+        raise FileNotFoundError(f"--schema {path}: no such file")
     path = path or SCHEMA_PATH
     if not path.is_file():
         return ServingSchema(ranges=dict(CONTRACT_RANGES), source="contract")

@@ -18,6 +18,7 @@ def deploy_op(
     inference_service: str = "flight-delay",
     namespace: str = "flight-delay",
     prometheus_url: str = "",
+    registry_serving_root: str = "",
 ) -> str:
     """Roll the pushed version out; ``production`` moves only on promotion."""
     import json
@@ -39,6 +40,7 @@ def deploy_op(
         inference_service=inference_service,
         namespace=namespace,
         prometheus_url=prometheus_url,
+        serving_root=registry_serving_root,
     )
     Path(decision.path).write_text(result.to_json())
     decision.metadata.update(

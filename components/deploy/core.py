@@ -44,6 +44,7 @@ def deploy(
     namespace: str = "flight-delay",
     prometheus_url: str = "",
     replay_requests: int = 300,
+    serving_root: str = "",
 ) -> DeployResult:
     """Deploy the version push registered, as ``mode`` says.
 
@@ -58,8 +59,10 @@ def deploy(
         namespace: Its namespace (cluster).
         prometheus_url: Prometheus the cluster controller will query.
         replay_requests: Flights replayed to each version in shadow mode.
+        serving_root: The registry root as KServe reads it (e.g. ``pvc://<claim>`` of the PVC
+            the steps mount); '' when KServe reads ``registry_uri`` itself (object storage).
     """
-    from mlops.registry import ModelRegistry
+    from mlops.registry import ModelRegistry, serving_uri
 
     registry = ModelRegistry(registry_uri)
     current = registry.find(model_name, "production")
@@ -112,13 +115,14 @@ def deploy(
         model_name=model_name,
         thresholds=RolloutThresholds(),
     )
-    controller.start(version)
+    storage_uri = serving_uri(registry.get(model_name, version), serving_root)
+    controller.start(version, storage_uri)
     return DeployResult(
         "canary_started",
         version,
         current_version,
         [
-            f"canary of version {version} at 10 % of {namespace}/"
+            f"canary of version {version} ({storage_uri}) at 10 % of {namespace}/"
             f"{inference_service}; the rollout controller decides"
         ],
     )

@@ -16,7 +16,12 @@ def monitor_op(
     pushgateway: str,
     statistics: Output[Artifact],
 ) -> str:
-    """Compare served requests with the production model's training data and the last window."""
+    """Compare served requests with the production model's training data and the last window.
+
+    ``request_log`` is a directory (every rotated, per-pod ``*.jsonl`` in it), a glob or a file;
+    it and the other URIs may be local paths or fsspec URIs (gs://, s3://), never wrapped in
+    ``Path``.
+    """
     from pathlib import Path
 
     from components.runtime import exit_after_outputs
@@ -28,11 +33,11 @@ def monitor_op(
     if production is None:
         raise ValueError(f"{model_name} has no production version to monitor")
     result = run_monitor(
-        Path(request_log),
-        Path(production.statistics_uri),
+        request_log,
+        production.statistics_uri,
         Path(statistics.path),
-        previous_stats=Path(previous_statistics_uri) if previous_statistics_uri else None,
-        feedback=Path(feedback_uri) if feedback_uri else None,
+        previous_stats=previous_statistics_uri or None,
+        feedback=feedback_uri or None,
     )
     if pushgateway:
         push_metrics(result, model_name, pushgateway)

@@ -225,6 +225,13 @@ def test_two_process_topology_scores_like_the_embedded_server(
             status, remote = post(f"{base}/v1/models/{MODEL}:predict", {"instances": insts})
             assert status == 200, remote
             np.testing.assert_allclose(remote["predictions"], embedded["predictions"], rtol=1e-6)
+            # One transformer fronts every predictor revision of a canary: answers and
+            # per-slice series carry the version the predictor reported, not "remote".
+            assert remote["model_version"] == "7"
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+                scraped = r.read().decode()
+            assert any(line.startswith("flight_delay_predictions_total{")
+                       and 'version="7"' in line for line in scraped.splitlines())  # fmt: skip
     finally:
         for proc in procs:
             proc.terminate()

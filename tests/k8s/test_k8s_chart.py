@@ -13,6 +13,7 @@ import yaml
 from mlops.k8s_validate import (
     CHART,
     CUSTOM_KINDS,
+    ROOT,
     ManifestSet,
     ci_values_files,
     helm,
@@ -120,19 +121,28 @@ def test_inference_service_wires_predictor_transformer_and_feast(
     predictor = isvc["spec"]["predictor"]["containers"][0]
     transformer = isvc["spec"]["transformer"]["containers"][0]
     assert predictor["image"] == "ghcr.io/flight-delay-mlops/serving:0.1.0"
+    # Both servers bind every interface: a pod is reached on its own IP, not loopback.
     assert predictor["args"] == [
-        "-m", "serving.predictor", "--model_name=flight-delay", "--model_dir=/mnt/models"
+        "-m", "serving.predictor", "--model_name=flight-delay", "--model_dir=/mnt/models",
+        "--host=0.0.0.0",
     ]  # fmt: skip
-    storage = "gs://flight-delay-registry/registry/flight-delay/versions/1"
+    assert "--host=0.0.0.0" in transformer["args"]
+    # The serving image's schema: without it any carrier would be accepted.
+    assert "--schema=/opt/flight-delay/schema/schema.pbtxt" in transformer["args"]
+    dockerfile = (ROOT / "images" / "serving.Dockerfile").read_text()
+    assert "./schema/schema.pbtxt" in dockerfile
+    # The SavedModel of version 1 on the chart's registry PVC (mlops.registry.serving_uri).
+    storage = "pvc://flight-delay-registry/flight-delay/versions/1/model"
     assert {"name": "STORAGE_URI", "value": storage} in predictor["env"]
     # The transformer's Feast URL names the Service the chart renders, on its port.
     feast_url = (
         f"--feast_server_url=http://{feast_svc['metadata']['name']}.flight-delay.svc.cluster.local:"
         f"{feast_svc['spec']['ports'][0]['port']}"
     )
-    assert transformer["args"] == [
-        "-m", "serving.transformer", "--model_name=flight-delay", feast_url
-    ]  # fmt: skip
+    assert transformer["args"][:3] == ["-m", "serving.transformer", "--model_name=flight-delay"]
+    assert feast_url in transformer["args"]
+    # The request log goes to the shared request-log PVC (one file per pod, rotated).
+    assert "--request_log=/mnt/requests" in transformer["args"]
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     assert isvc["spec"]["predictor"]["minReplicas"] == 1
     assert isvc["spec"]["predictor"]["scaleTarget"] == 8

@@ -13,15 +13,42 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _load(path: Path) -> list[dict]:
+    """The YAML documents of a compiled pipeline: the pipeline spec, then the platform spec
+    (Kubernetes settings such as PVC mounts, from kfp-kubernetes)."""
+    return list(yaml.safe_load_all(path.read_text()))
+
+
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml")
-    return yaml.safe_load(out.read_text())
+def compiled_docs(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return _load(compile_pipeline(tmp_path_factory.mktemp("ir") / "pipeline.yaml"))
 
 
-def test_checked_in_yaml_is_not_stale(compiled: dict) -> None:
-    golden = yaml.safe_load((ROOT / COMPILED_PIPELINE).read_text())
-    assert compiled == golden, "pipelines/training_pipeline.yaml is stale: run `make compile`"
+@pytest.fixture(scope="module")
+def compiled(compiled_docs: list[dict]) -> dict:
+    return compiled_docs[0]
+
+
+def test_checked_in_yaml_is_not_stale(compiled_docs: list[dict]) -> None:
+    golden = _load(ROOT / COMPILED_PIPELINE)
+    assert compiled_docs == golden, "pipelines/training_pipeline.yaml is stale: run `make compile`"
+
+
+def test_registry_steps_mount_the_registry_pvc(compiled_docs: list[dict]) -> None:
+    # Every step that reads or writes the registry shares one PVC, else each pushed model
+    # vanishes with its pod; the default registry_uri is that mount.
+    spec, platform = compiled_docs
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounted = {name for name, e in executors.items()
+               if {"componentInputParameter": "registry_pvc", "mountPath": "/mnt/registry"}
+               in e.get("pvcMount", [])}  # fmt: skip
+    assert mounted == {"exec-validate-op", "exec-evaluate-op", "exec-push-op", "exec-deploy-op"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["registry_uri"]["defaultValue"] == "/mnt/registry"
+    assert params["registry_pvc"]["defaultValue"] == "flight-delay-registry"
+    assert params["registry_serving_root"]["defaultValue"] == "pvc://flight-delay-registry"
+    deploy = spec["root"]["dag"]["tasks"]["deploy-op"]["inputs"]["parameters"]
+    assert deploy["registry_serving_root"] == {"componentInputParameter": "registry_serving_root"}
 
 
 def test_dag_steps_order_and_task_settings(compiled: dict) -> None:
@@ -51,15 +78,24 @@ def test_components_do_not_pip_install_at_runtime(compiled: dict) -> None:
 
 def test_image_can_be_set_at_compile_time(tmp_path: Path) -> None:
     out = compile_pipeline(tmp_path / "p.yaml", image="registry.example.com/fd/components:1.2")
-    spec = yaml.safe_load(out.read_text())
+    spec, platform = _load(out)
+    assert "platforms" in platform  # the PVC mounts survive the image rewrite
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example.com/fd/components:1.2"}
 
 
 def test_monitoring_pipeline_yaml_is_not_stale(tmp_path: Path) -> None:
     out = compile_pipeline(tmp_path / "monitoring.yaml", monitoring=True)
-    compiled = yaml.safe_load(out.read_text())
-    assert compiled == yaml.safe_load((ROOT / COMPILED_MONITORING).read_text()), (
+    docs = _load(out)
+    assert docs == _load(ROOT / COMPILED_MONITORING), (
         "pipelines/monitoring_pipeline.yaml is stale: run `make compile`"
     )
+    compiled, platform = docs
     assert set(compiled["root"]["dag"]["tasks"]) == {"monitor-op"}
+    # The monitor reads the request log the transformer pods write, and the registry.
+    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-monitor-op"]
+    assert {(m["componentInputParameter"], m["mountPath"]) for m in mounts["pvcMount"]} == {
+        ("requests_pvc", "/mnt/requests"), ("registry_pvc", "/mnt/registry")}  # fmt: skip
+    params = compiled["root"]["inputDefinitions"]["parameters"]
+    assert params["request_log"]["defaultValue"] == "/mnt/requests"
+    assert params["registry_uri"]["defaultValue"] == "/mnt/registry"

@@ -69,3 +69,19 @@ def test_v2_columns_become_instances_and_lengths_are_checked() -> None:
     cols["month"] = [1]
     with pytest.raises(RequestError, match="month: has 1 values"):
         v2_columns_to_instances(cols)
+
+
+def test_a_named_schema_that_is_missing_stops_the_server(tmp_path: Any) -> None:
+    """The serving image once lacked the schema and served open vocabularies: never silently."""
+    with pytest.raises(FileNotFoundError, match="--schema"):
+        load_schema(tmp_path / "schema.pbtxt")
+
+
+def test_the_predictor_labels_what_storage_uri_names() -> None:
+    """KServe mounts the version at /mnt/models: the version comes from STORAGE_URI."""
+    from serving.predictor import served_version
+
+    uri = "pvc://flight-delay-registry/flight-delay/versions/3/model"
+    assert served_version(None, "/mnt/models", {"STORAGE_URI": uri}) == "3"
+    assert served_version("7", "/mnt/models", {"STORAGE_URI": uri}) == "7"
+    assert served_version(None, "/r/flight-delay/versions/2/model", {}) == "2"

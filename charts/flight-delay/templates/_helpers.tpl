@@ -63,6 +63,15 @@ Name of the InferenceService: the model name, so that /v1/models/<name> and the 
 {{- end }}
 
 {{/*
+Name of the request log's PVC (the monitoring pipeline's requests_pvc):
+requestLog.persistence.claimName, else "<fullname>-requests". The registry's is
+flight-delay.registryClaimName below.
+*/}}
+{{- define "flight-delay.requestLogClaimName" -}}
+{{- default (include "flight-delay.componentName" (dict "root" . "suffix" "requests")) .Values.requestLog.persistence.claimName }}
+{{- end }}
+
+{{/*
 Name of the serving service account.
 */}}
 {{- define "flight-delay.servingServiceAccountName" -}}
@@ -142,6 +151,8 @@ seccompProfile:
 Pod-level settings of the predictor and the transformer. Knative (Serverless mode) accepts a pod
 securityContext only with its kubernetes.podspec-securitycontext flag, so the pod-level context is
 set in RawDeployment mode; the container-level context (always accepted) carries the same rules.
+Usage: include "flight-delay.isvcPodExtras" . (predictor), or
+(merge (dict "requestLog" true) .) to add the request log's volume (transformer).
 */}}
 {{- define "flight-delay.isvcPodExtras" -}}
 automountServiceAccountToken: false
@@ -158,11 +169,18 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 256Mi
+{{- if and (get . "requestLog") .Values.requestLog.enabled }}
+  # The request log the monitoring pipeline reads (shared by the transformer replicas).
+  - name: request-log
+    persistentVolumeClaim:
+      claimName: {{ include "flight-delay.requestLogClaimName" . }}
+{{- end }}
 {{- end }}
 
 {{/*
 Container settings shared by the predictor and the transformer.
-Usage: include "flight-delay.isvcContainerExtras" (dict "root" . "resources" $resources)
+Usage: include "flight-delay.isvcContainerExtras" (dict "root" . "resources" $resources), with
+"requestLog" true to mount the request log (transformer).
 */}}
 {{- define "flight-delay.isvcContainerExtras" -}}
 ports:
@@ -187,6 +205,10 @@ securityContext:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+{{- if and (get . "requestLog") .root.Values.requestLog.enabled }}
+  - name: request-log
+    mountPath: {{ .root.Values.requestLog.mountPath }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -215,4 +237,12 @@ Usage: include "flight-delay.componentName" (dict "root" . "suffix" "feast")
 {{- define "flight-delay.componentName" -}}
 {{- $base := include "flight-delay.fullname" .root | trunc (int (sub 62 (len .suffix))) | trimSuffix "-" }}
 {{- printf "%s-%s" $base .suffix }}
+{{- end }}
+
+{{/*
+Name of the model registry's PVC: registry.persistence.claimName, else "<fullname>-registry".
+*/}}
+{{- define "flight-delay.registryClaimName" -}}
+{{- $persistence := .Values.registry.persistence | default dict }}
+{{- default (include "flight-delay.componentName" (dict "root" . "suffix" "registry")) $persistence.claimName }}
 {{- end }}
