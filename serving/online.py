@@ -164,8 +164,11 @@ def entity_keys_of_repo(store: Any, limit: int = 20_000) -> KeysByView:
     return keys
 
 
-def _proto_value(value: dict[str, Any]) -> Any:
-    # MessageToDict renders a Feast Value as {"double_val": 1.0}, {"string_val": "x"} or {}.
+def _proto_value(value: Any) -> Any:
+    # Feast 0.47's `feast serve` answers plain JSON values (1.0, "x", null); older servers sent
+    # MessageToDict's {"double_val": 1.0}, {"string_val": "x"} or {}.
+    if not isinstance(value, dict):
+        return value
     for key in ("double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val"):
         if key in value:
             v = value[key]

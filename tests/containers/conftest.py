@@ -188,7 +188,7 @@ def pods(container_run: ContainerRun) -> Iterator[ServingPods]:
     route = Route()
     route.set({f"127.0.0.1:{ports['predictor']}": 100})
     with serve(route, ports["route"]) as route_host:
-        podset = build(objects, ports, claims, predictor_host=route_host)
+        podset = build(objects, ports, claims, ws, predictor_host=route_host)
         played = [play(podset, claims, ws)]
         base = f"http://127.0.0.1:{ports['transformer']}"
         try:

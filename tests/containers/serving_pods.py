@@ -9,9 +9,10 @@ Each becomes a Pod for ``podman kube play``, with what the controllers add in a 
   the same directory for object storage).
 - KServe, custom transformer: ``--predictor_host <host>`` and ``--http_port`` appended to the
   container's args, unless the args name them (``transformer_custom.go``, ``GetContainer``).
-- Kubernetes: a PVC is a podman named volume bound to a host directory; a Service's DNS name is
-  a ``hostAliases`` entry. Pods share the host network (podman's bridge is not used here), so each
-  server gets its own port: appended ``--http_port``, probes rewritten to it.
+- Kubernetes: a PVC is a podman named volume bound to a host directory; a Service's DNS name
+  is a line of a hosts file bind-mounted at /etc/hosts. Pods share the host network (podman's
+  bridge is not used here), so each server gets its own port: appended ``--http_port``, probes
+  rewritten to it.
 """
 
 from __future__ import annotations
@@ -64,13 +65,14 @@ def _set_port(container: dict[str, Any], port: int, flag: str) -> None:
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         if probe in container and "httpGet" in container[probe]:
             container[probe]["httpGet"]["port"] = port
-    # Host networking takes no port mappings; the ports list only documents them.
-    container.pop("ports", None)
 
 
 def _pod(name: str, labels: dict[str, str], spec: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(spec)
     spec["hostNetwork"] = True
+    for container in spec["containers"]:
+        # Host networking takes no port mappings; the ports list only documents them.
+        container.pop("ports", None)
     spec["restartPolicy"] = "Always"
     # No API server: nothing to authenticate to, and podman has no service accounts.
     spec.pop("serviceAccountName", None)
@@ -95,7 +97,7 @@ def _component_spec(component: dict[str, Any]) -> dict[str, Any]:
         "batcher",
         "logger",
     }
-    return {k: v for k, v in component.items() if k not in extension}
+    return copy.deepcopy({k: v for k, v in component.items() if k not in extension})
 
 
 def predictor_pod(
@@ -120,19 +122,35 @@ def predictor_pod(
     return _pod(f"{name}-predictor-{revision}", {"component": "predictor"}, pred)
 
 
-def service_aliases(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``hostAliases`` resolving every rendered Service's cluster DNS name to loopback."""
+def cluster_dns(objects: list[dict[str, Any]], hosts: Path) -> dict[str, Any]:
+    """A hosts file resolving every rendered Service's cluster DNS name to loopback.
+
+    Returns the volume to add to a pod; mount it with :func:`mount_dns`. (Podman ignores
+    ``hostAliases`` and ``--add-host`` under host networking, so the file is bind-mounted.)
+    """
     names = sorted(
-        f"{svc['metadata']['name']}.{svc['metadata'].get('namespace', 'default')}.svc.cluster.local"
+        f"{svc['metadata']['name']}.{svc['metadata'].get('namespace', 'default')}"
+        ".svc.cluster.local"
         for svc in by_kind(objects, "Service")
     )
-    return [{"ip": "127.0.0.1", "hostnames": names}]
+    hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in names))
+    hosts.chmod(0o644)
+    return {"name": "cluster-dns", "hostPath": {"path": str(hosts), "type": "File"}}
+
+
+def mount_dns(spec: dict[str, Any], volume: dict[str, Any]) -> None:
+    spec.setdefault("volumes", []).append(volume)
+    for container in spec["containers"]:
+        container.setdefault("volumeMounts", []).append(
+            {"name": volume["name"], "mountPath": "/etc/hosts", "readOnly": True}
+        )
 
 
 def build(
     objects: list[dict[str, Any]],
     ports: dict[str, int],
     claims: dict[str, Path],
+    work: Path,
     predictor_host: str | None = None,
 ) -> PodSet:
     """Pods from the rendered chart.
@@ -141,12 +159,13 @@ def build(
         objects: ``helm template`` output, parsed.
         ports: Port per server: ``predictor``, ``transformer`` (the feature server's is a value).
         claims: Host directory per PVC claim name.
+        work: Where the harness writes its files (the hosts file of the cluster DNS names).
         predictor_host: What the transformer calls (KServe: the predictor's Service); default
             the predictor pod itself.
     """
     out = PodSet(ports=dict(ports))
     isvc = by_kind(objects, "InferenceService")[0]
-    aliases = service_aliases(objects)
+    dns = cluster_dns(objects, work / "hosts")
     out.pods.append(predictor_pod(isvc, ports["predictor"], claims))
 
     # Transformer: KServe appends the predictor's host.
@@ -156,7 +175,7 @@ def build(
         host = predictor_host or f"127.0.0.1:{ports['predictor']}"
         container["args"] = [*container.get("args", []), "--predictor_host", host]
     _set_port(container, ports["transformer"], "--http_port")
-    trans["hostAliases"] = aliases
+    mount_dns(trans, dns)
     name = isvc["metadata"]["name"]
     out.pods.append(_pod(f"{name}-transformer", {"component": "transformer"}, trans))
 
@@ -165,7 +184,7 @@ def build(
         if dep["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "feature-server":
             continue
         spec = copy.deepcopy(dep["spec"]["template"]["spec"])
-        spec["hostAliases"] = aliases
+        mount_dns(spec, dns)
         out.pods.append(_pod(dep["metadata"]["name"], {"component": "feature-server"}, spec))
     out.configmaps = by_kind(objects, "ConfigMap")
     out.claims = claims_of(out.pods)
@@ -216,6 +235,7 @@ def play(pods: PodSet, claims: dict[str, Path], work: Path, name: str = "pods") 
         args[3:3] = ["--configmap", str(cms)]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
+        down(kube, set())
         raise RuntimeError(f"podman kube play failed: {proc.stderr.strip()}\n{proc.stdout}")
     return kube
 

@@ -203,8 +203,9 @@ def test_every_pod_is_non_root_read_only_and_without_capabilities(
                 assert sc["seccompProfile"]["type"] == "RuntimeDefault", (mset.name, c["name"])
                 assert set(c["resources"]) == {"requests", "limits"}, (mset.name, c["name"])
                 containers += 1
-    # 2 ISVC + Feast + test pod per chart set, Redis in one, the CronJob per overlay.
-    assert containers == 17
+    # 2 ISVC + Feast + test pod per chart set, Redis and the rollout controller in one, the
+    # CronJob per overlay.
+    assert containers == 18
 
 
 def test_rbac_is_namespaced_and_least_privilege(rendered: list[ManifestSet]) -> None:
