@@ -232,6 +232,8 @@ def next_traffic_percent(current: int | None, decision: Decision) -> int | None:
     return later[0]
 
 
+# KServe's names: the predictor's model container, and the env var of a custom container that
+# KServe's storage initializer reads (the predictor also labels its metrics by it).
 KSERVE_CONTAINER = "kserve-container"
 STORAGE_URI_ENV = "STORAGE_URI"
 

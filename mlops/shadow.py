@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,22 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) 
 
 
 @contextmanager
+def server_process(cmd: list[str], ready_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, yielded once ``ready_url`` answers, stopped (then killed) on exit."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        try:
+            wait_ready(ready_url, proc)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
 def serving_pair(
     model_name: str, stable_dir: Path, candidate_dir: Path, feature_repo: Path, work: Path
 ) -> Iterator[str]:
@@ -77,32 +93,35 @@ def serving_pair(
         f"--second_model_name={model_name}{CANDIDATE_SUFFIX}", f"--feast_repo={feature_repo}",
         f"--http_port={port}", f"--request_log={work / 'requests.jsonl'}",
     ]  # fmt: skip
-    log = (work / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(f"{base}/v2/models/{model_name}{CANDIDATE_SUFFIX}/ready", proc)
+    base = f"http://127.0.0.1:{port}"
+    ready = f"{base}/v2/models/{model_name}{CANDIDATE_SUFFIX}/ready"
+    with server_process(cmd, ready, work / "server.log"):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @contextmanager
-def prometheus(target: str | list[str], work: Path) -> Iterator[PrometheusClient]:
-    """A real Prometheus scraping ``target`` (host:port, or several) every second."""
+def prometheus(
+    target: str | list[str] | dict[str, list[str]], work: Path, rule_files: Sequence[Path] = ()
+) -> Iterator[PrometheusClient]:
+    """A real Prometheus scraping every second and evaluating ``rule_files``.
+
+    Args:
+        target: ``host:port``, several, or scrape targets by job name.
+        work: Folder for its config and data.
+        rule_files: Alerting/recording rule files to load.
+    """
     if shutil.which("prometheus") is None:
         raise FileNotFoundError("prometheus not found; run tools/install-prometheus.sh")
     port = free_port()
-    targets = [target] if isinstance(target, str) else target
+    if isinstance(target, str):
+        target = [target]
+    jobs = target if isinstance(target, dict) else {"serving": target}
     config = work / "prometheus.yml"
     config.write_text(json.dumps({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "serving", "static_configs": [{"targets": targets}]}],
+        "rule_files": [str(r) for r in rule_files],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}
+                           for job, targets in jobs.items()],
     }))  # fmt: skip
     proc = subprocess.Popen(
         ["prometheus", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",

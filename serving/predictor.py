@@ -24,6 +24,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from mlops import features as F
+from mlops.rollout import STORAGE_URI_ENV
 from serving import metrics as M
 from serving.runtime import (
     CATEGORICAL,
@@ -32,9 +33,6 @@ from serving.runtime import (
     ModelProcess,
     SavedModelScorer,
 )
-
-# The env var KServe's storage initializer reads for a custom container's model.
-STORAGE_URI_ENV = "STORAGE_URI"
 
 
 def version_of(model_dir: str | Path) -> str:

@@ -12,8 +12,12 @@ behaviour under test is the plumbing (scoring, registry, serving), not model qua
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops import features as F
+
+if TYPE_CHECKING:
+    from mlops.registry import ModelRegistry
 
 
 def export_logistic_model(
@@ -70,3 +74,23 @@ def export_logistic_model(
 
     tf.saved_model.save(module, str(path), signatures={"serving_default": serving_default})
     return path
+
+
+def rollout_versions(work: Path, model_name: str) -> tuple[ModelRegistry, dict[str, int]]:
+    """A registry with a ``stable`` production version and two candidates: ``good`` (a small
+    retrain-like change) and ``bad`` (passed offline evaluation, but United flights' scores jump
+    online)."""
+    from mlops.registry import Lineage, ModelRegistry
+
+    registry = ModelRegistry(str(work / "registry"))
+    models = {
+        "stable": export_logistic_model(work / "m-stable"),
+        "good": export_logistic_model(work / "m-good", hour_weight=0.121),
+        "bad": export_logistic_model(work / "m-bad", carrier_bonus={"UA": 3.0}),
+    }
+    versions = {}
+    for name, path in models.items():
+        lineage = Lineage(spans=["2013-01"], blessed=True, blessing_reasons=["test fixture"])
+        versions[name] = registry.register(model_name, path, lineage, {"fixture": name}).version
+    registry.set_alias(model_name, "production", versions["stable"])
+    return registry, versions

@@ -7,7 +7,6 @@ tests/containers/test_serving_rollout.py (the chart's pods as containers).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import yaml
 
 from mlops.k8s_validate import CHART, ROOT
 from mlops.rollout import PrometheusClient
-from mlops.shadow import free_port, wait_ready
+from mlops.shadow import prometheus
 
 RULES = CHART / "files" / "prometheus" / "alerts.rules.yml"
 
@@ -32,27 +31,9 @@ def prometheus_with_rules(
     """A real Prometheus: serving and controller jobs every second, the chart's alert rules."""
     if shutil.which("prometheus") is None:
         subprocess.run(["bash", str(ROOT / "tools" / "install-prometheus.sh")], check=True)
-    port = free_port()
-    config = work / "prometheus.yml"
-    config.write_text(json.dumps({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {"job_name": "serving", "static_configs": [{"targets": targets}]},
-            {"job_name": "rollout-controller", "static_configs": [{"targets": [controller]}]},
-        ],
-    }))  # fmt: skip
-    proc = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-         f"--storage.tsdb.path={work / 'tsdb'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/-/ready", proc, timeout=30)
-        yield PrometheusClient(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    jobs = {"serving": targets, "rollout-controller": [controller]}
+    with prometheus(jobs, work, rule_files=[RULES]) as prom:
+        yield prom
 
 
 def wait_for(prom: PrometheusClient, promql: str, ok: Callable[[float], bool], what: str,

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -144,7 +143,7 @@ def pods(container_run: ContainerRun) -> Iterator[ServingPods]:
     predictor's Service.
     """
     from knative_route import Route, serve
-    from serving_pods import build, down, logs, play
+    from serving_pods import answers, build, down, logs, play
 
     from mlops.feast_ops import materialize
     from mlops.shadow import free_port
@@ -193,7 +192,7 @@ def pods(container_run: ContainerRun) -> Iterator[ServingPods]:
         base = f"http://127.0.0.1:{ports['transformer']}"
         try:
             deadline = time.monotonic() + 300
-            while not _ready(f"{base}/v1/models/{MODEL}"):
+            while not answers(f"{base}/v1/models/{MODEL}"):
                 if time.monotonic() > deadline:
                     pytest.fail(f"transformer not ready in 300 s:\n{logs(podset)}")
                 time.sleep(1)
@@ -202,11 +201,3 @@ def pods(container_run: ContainerRun) -> Iterator[ServingPods]:
         finally:
             for kube in reversed(played):
                 down(kube, podset.claims)
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False

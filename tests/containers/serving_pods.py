@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,8 @@ from typing import Any
 
 import yaml
 
-KSERVE_CONTAINER = "kserve-container"
+from mlops.rollout import KSERVE_CONTAINER, STORAGE_URI_ENV
+
 FEAST_CLAIM = "flight-delay-feast-online"
 REQUESTS_CLAIM = "flight-delay-requests"
 # A busy departure minute inside the trained month: the online store is materialized up to it,
@@ -107,7 +109,7 @@ def predictor_pod(
     pred = _component_spec(isvc["spec"]["predictor"])
     container = next(c for c in pred["containers"] if c["name"] == KSERVE_CONTAINER)
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    claim, sub = pvc_path(env["STORAGE_URI"])
+    claim, sub = pvc_path(env[STORAGE_URI_ENV])
     pred.setdefault("volumes", []).append(
         {
             "name": "kserve-pvc-source",
@@ -129,8 +131,7 @@ def cluster_dns(objects: list[dict[str, Any]], hosts: Path) -> dict[str, Any]:
     ``hostAliases`` and ``--add-host`` under host networking, so the file is bind-mounted.)
     """
     names = sorted(
-        f"{svc['metadata']['name']}.{svc['metadata'].get('namespace', 'default')}"
-        ".svc.cluster.local"
+        f"{svc['metadata']['name']}.{svc['metadata'].get('namespace', 'default')}.svc.cluster.local"
         for svc in by_kind(objects, "Service")
     )
     hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in names))
@@ -244,6 +245,15 @@ def down(kube: Path, claims: set[str]) -> None:
     subprocess.run(["podman", "kube", "down", str(kube)], capture_output=True, check=False)
     for claim in sorted(claims):
         subprocess.run(["podman", "volume", "rm", "-f", claim], capture_output=True, check=False)
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now (a readiness check)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def logs(pods: PodSet) -> str:

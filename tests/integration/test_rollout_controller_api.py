@@ -35,7 +35,7 @@ from rollout_harness import rollout_role_rules as rollout_role_rules_of
 from mlops import telemetry as T
 from mlops.feast_ops import materialize
 from mlops.k8s_validate import HELM, ROOT, render_chart, validate_inference_service
-from mlops.registry import Lineage, ModelRegistry, version_from_uri
+from mlops.registry import ModelRegistry, version_from_uri
 from mlops.rollout import (
     ISVC_PLURAL,
     ClusterRollout,
@@ -45,7 +45,7 @@ from mlops.rollout import (
     predictor_storage_uri,
 )
 from mlops.rollout_controller import RolloutController, RolloutMetrics
-from mlops.shadow import free_port, post, replay_rows, wait_ready
+from mlops.shadow import free_port, post, replay_rows, server_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 MODEL = "flight-delay"
@@ -86,40 +86,20 @@ def _server(model_dir: Path, feature_repo: Path, log: Path) -> Iterator[str]:
     cmd = [sys.executable, "-m", "serving.transformer", f"--model_name={MODEL}",
            f"--model_dir={model_dir}", f"--feast_repo={feature_repo}",
            f"--http_port={port}"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(f"{base}/v2/models/{MODEL}/ready", proc)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    base = f"http://127.0.0.1:{port}"
+    with server_process(cmd, f"{base}/v2/models/{MODEL}/ready", log):
+        yield base
 
 
 @pytest.fixture(scope="module")
 def backend(prepared_repo: Path, training_set: TrainingSet,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:  # fmt: skip
     """Real model servers of three registry versions and a real Prometheus scraping them."""
-    from model_fixtures import export_logistic_model
+    from model_fixtures import rollout_versions
 
     materialize(prepared_repo, datetime(2012, 12, 1, tzinfo=UTC), datetime(2013, 2, 1, tzinfo=UTC))
     work = tmp_path_factory.mktemp("rollout-controller")
-    registry = ModelRegistry(str(work / "registry"))
-    models = {
-        "stable": export_logistic_model(work / "m-stable"),
-        "good": export_logistic_model(work / "m-good", hour_weight=0.121),
-        # Passed offline evaluation, but its United flights' scores jump online.
-        "bad": export_logistic_model(work / "m-bad", carrier_bonus={"UA": 3.0}),
-    }
-    versions = {}
-    for name, path in models.items():
-        lineage = Lineage(spans=["2013-01"], blessed=True, blessing_reasons=["test fixture"])
-        versions[name] = registry.register(MODEL, path, lineage, {"fixture": name}).version
-    registry.set_alias(MODEL, "production", versions["stable"])
+    registry, versions = rollout_versions(work, MODEL)
     _, evaluation = training_set("2013-01", "2013-01")
     rows = replay_rows(evaluation.sample(320, random_state=3), 320)
     with contextlib.ExitStack() as stack:

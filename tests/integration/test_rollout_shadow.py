@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from mlops.feast_ops import materialize
-from mlops.registry import Lineage, ModelRegistry
 from mlops.rollout import canary_patch, next_traffic_percent
 from mlops.shadow import shadow_rollout
 
@@ -28,22 +27,11 @@ TrainingSet = Callable[[str, str], tuple[pd.DataFrame, pd.DataFrame]]
 @pytest.fixture(scope="module")
 def setup(prepared_repo: Path, training_set: TrainingSet,
           tmp_path_factory: pytest.TempPathFactory) -> dict:  # fmt: skip
-    from model_fixtures import export_logistic_model
+    from model_fixtures import rollout_versions
 
     materialize(prepared_repo, datetime(2012, 12, 1, tzinfo=UTC), datetime(2013, 2, 1, tzinfo=UTC))
     work = tmp_path_factory.mktemp("rollout")
-    registry = ModelRegistry(str(work / "registry"))
-    models = {
-        "stable": export_logistic_model(work / "m-stable"),
-        "good": export_logistic_model(work / "m-good", hour_weight=0.121),
-        # Passed offline evaluation, but its United flights' scores jump online.
-        "bad": export_logistic_model(work / "m-bad", carrier_bonus={"UA": 3.0}),
-    }
-    versions = {}
-    for name, path in models.items():
-        lineage = Lineage(spans=["2013-01"], blessed=True, blessing_reasons=["test fixture"])
-        versions[name] = registry.register(MODEL, path, lineage, {"fixture": name}).version
-    registry.set_alias(MODEL, "production", versions["stable"])
+    registry, versions = rollout_versions(work, MODEL)
     _, evaluation = training_set("2013-01", "2013-01")
     return {"registry": registry, "versions": versions, "repo": prepared_repo,
             "replay": evaluation.sample(320, random_state=3)}  # fmt: skip
