@@ -31,7 +31,10 @@ def run() -> dict[str, float | str]:
     ).stdout.split()[-1]  # fmt: skip
     base_bytes = int(subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", base],
                                     check=True, capture_output=True, text=True).stdout)  # fmt: skip
-    figures: dict[str, float | str] = {"base_image": base, "base_size_mb": round(base_bytes / 1e6, 1)}
+    figures: dict[str, float | str] = {
+        "base_image": base,
+        "base_size_mb": round(base_bytes / 1e6, 1),
+    }
     for name, image in built.items():
         figures[f"{name}_build_s"] = round(float(image["build_seconds"]), 1)
         figures[f"{name}_size_mb"] = round(image["size_bytes"] / 1e6, 1)
