@@ -101,27 +101,13 @@ def container_run(
     return ContainerRun(ws, repo, registry, ws / "logs", outputs)
 
 
-def render(values: dict[str, Any], work: Path) -> list[dict[str, Any]]:
-    """The chart as ``helm template`` renders it with these values (the real helm)."""
-    import yaml
-
-    from mlops.k8s_validate import CHART, HELM, NAMESPACE, RELEASE, helm
-
-    subprocess.run(["bash", str(ROOT / "tools" / "install-helm.sh")], check=True)
-    path = work / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
-    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(path)]
-    proc = helm(*args, helm_bin=HELM)
-    assert proc.returncode == 0, proc.stderr
-    return [o for o in yaml.safe_load_all(proc.stdout) if o]
-
-
 @dataclass
 class ServingPods:
     """The chart's serving pods as containers, and what a test needs to reach them."""
 
     base: str
     version: str
+    values: dict[str, Any]
     objects: list[dict[str, Any]]
     podset: Any
     ports: dict[str, int]
@@ -143,7 +129,7 @@ def pods(container_run: ContainerRun) -> Iterator[ServingPods]:
     predictor's Service.
     """
     from knative_route import Route, serve
-    from serving_pods import answers, build, down, logs, play
+    from serving_pods import answers, build, down, logs, play, render
 
     from mlops.feast_ops import materialize
     from mlops.shadow import free_port
@@ -196,8 +182,8 @@ def pods(container_run: ContainerRun) -> Iterator[ServingPods]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"transformer not ready in 300 s:\n{logs(podset)}")
                 time.sleep(1)
-            yield ServingPods(base, str(version), objects, podset, ports, feast_port, claims,
-                              route, ws, repo, requests_dir, played)  # fmt: skip
+            yield ServingPods(base, str(version), values, objects, podset, ports, feast_port,
+                              claims, route, ws, repo, requests_dir, played)  # fmt: skip
         finally:
             for kube in reversed(played):
                 down(kube, podset.claims)

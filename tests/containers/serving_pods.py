@@ -48,6 +48,19 @@ class PodSet:
     claims: set[str] = field(default_factory=set)
 
 
+def render(values: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """The chart as ``helm template`` renders it with these values (the real helm)."""
+    from mlops.k8s_validate import CHART, HELM, NAMESPACE, RELEASE, ROOT, helm
+
+    subprocess.run(["bash", str(ROOT / "tools" / "install-helm.sh")], check=True)
+    path = work / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--values", str(path)]
+    proc = helm(*args, helm_bin=HELM)
+    assert proc.returncode == 0, proc.stderr
+    return [o for o in yaml.safe_load_all(proc.stdout) if o]
+
+
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o and o.get("kind") == kind]
 
@@ -181,15 +194,44 @@ def build(
     out.pods.append(_pod(f"{name}-transformer", {"component": "transformer"}, trans))
 
     # The feature server: its Deployment's pod template, one replica.
-    for dep in by_kind(objects, "Deployment"):
-        if dep["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "feature-server":
-            continue
-        spec = copy.deepcopy(dep["spec"]["template"]["spec"])
-        mount_dns(spec, dns)
-        out.pods.append(_pod(dep["metadata"]["name"], {"component": "feature-server"}, spec))
+    out.pods.append(deployment_pod(objects, "feature-server", dns))
     out.configmaps = by_kind(objects, "ConfigMap")
     out.claims = claims_of(out.pods)
     return out
+
+
+def deployment_pod(
+    objects: list[dict[str, Any]], component: str, dns: dict[str, Any]
+) -> dict[str, Any]:
+    """One replica of the rendered Deployment of ``app.kubernetes.io/component: component``."""
+    (dep,) = [
+        d
+        for d in by_kind(objects, "Deployment")
+        if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+    ]
+    spec = copy.deepcopy(dep["spec"]["template"]["spec"])
+    mount_dns(spec, dns)
+    return _pod(dep["metadata"]["name"], {"component": component}, spec)
+
+
+def with_api_credentials(pod: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
+    """What the service-account admission gives a pod that mounts its token: API access.
+
+    There is no API server to mint a token, so the kubeconfig of the fake API server is
+    mounted and named by KUBECONFIG (the client falls back to it outside a cluster).
+    """
+    spec = pod["spec"]
+    spec.setdefault("volumes", []).append(
+        {"name": "kube-api", "hostPath": {"path": str(kubeconfig), "type": "File"}}
+    )
+    for container in spec["containers"]:
+        container.setdefault("volumeMounts", []).append(
+            {"name": "kube-api", "mountPath": "/etc/kube-api/config", "readOnly": True}
+        )
+        container.setdefault("env", []).append(
+            {"name": "KUBECONFIG", "value": "/etc/kube-api/config"}
+        )
+    return pod
 
 
 def claims_of(pods: list[dict[str, Any]]) -> set[str]:

@@ -26,7 +26,7 @@ import pytest
 from fake_kube_api import FakeKubeAPI
 from kfp_podman import MODEL, REGISTRY_CLAIM, ContainerRun
 from rollout_harness import prometheus_with_rules, rollout_role_rules, wait_for, with_status
-from serving_pods import answers, by_kind, logs, play, predictor_pod
+from serving_pods import answers, by_kind, logs, play, predictor_pod, render
 
 from mlops import features as F
 from mlops import telemetry as T
@@ -63,6 +63,7 @@ class Cluster:
     work: Path
     played: list[Path] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    controller_port: int = 0  # /metrics of the chart's controller Deployment run as a pod
 
     def reconcile(self) -> None:
         """What KServe + Knative do with the object: revision pods and the traffic split."""
@@ -140,8 +141,10 @@ def cluster(pods: Any, container_run: ContainerRun) -> Iterator[Cluster]:
     flights = pd.read_parquet(container_run.repo / "data" / "flights.parquet")
     january = flights[flights[F.EVENT_TIMESTAMP].dt.month == 1].sample(300, random_state=3)
     ports = {stable: pods.ports["predictor"]} | {v: free_port() for v in (good, bad)}
-    controller_port = free_port()
+    controller_port, pod_controller_port = free_port(), free_port()
     targets = [f"127.0.0.1:{p}" for p in (pods.ports["transformer"], *ports.values())]
+    # The chart's controller Deployment, started as a pod by the last test, is scraped too.
+    targets.append(f"127.0.0.1:{pod_controller_port}")
     with api.serve(), prometheus_with_rules(targets, f"127.0.0.1:{controller_port}", work) as prom:
         custom = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=api.url)))
         # Four containers and Prometheus on a shared 2-core machine, and a new revision's first
@@ -153,9 +156,10 @@ def cluster(pods: Any, container_run: ContainerRun) -> Iterator[Cluster]:
         controller = RolloutController(rollout, RolloutMetrics(MODEL))
         server, thread = start_http_server(controller_port, "127.0.0.1",
                                            registry=controller.metrics.registry)  # fmt: skip
-        env = Cluster(api, path, controller, prom, registry, pods,
-                      {"stable": stable, "good": good, "bad": bad}, ports, {stable}, work,
-                      rows=replay_rows(january, 300))  # fmt: skip
+        versions = {"stable": stable, "good": good, "bad": bad}
+        env = Cluster(api, path, controller, prom, registry, pods, versions, ports, {stable},
+                      work, rows=replay_rows(january, 300),
+                      controller_port=pod_controller_port)  # fmt: skip
         try:
             yield env
         finally:
@@ -212,3 +216,39 @@ def test_bad_candidate_is_rolled_back_on_the_pods_and_the_alert_fires(cluster: C
     )
     # Traffic is back on the stable revision; the transformer still answers.
     env.replay(20)
+
+
+def test_the_charts_controller_deployment_runs_as_a_pod(cluster: Cluster) -> None:
+    """The rendered rollout-controller Deployment, under its security context, with the registry
+    PVC: it reads the InferenceService with its Role, sends nothing when no canary runs, and
+    exports the rolled-back state the alert reads."""
+    from serving_pods import PodSet, cluster_dns, deployment_pod, with_api_credentials
+
+    env, bad = cluster, cluster.versions["bad"]
+    if env.api.object(env.path)["spec"]["predictor"].get("canaryTrafficPercent") != 0:
+        pytest.skip("needs the bad candidate rolled back first")
+    values = {**env.pods.values, "rolloutController": {
+        "enabled": True, "prometheusUrl": env.prom.url, "metricsPort": env.controller_port,
+        "intervalSeconds": 2, "minRequests": 30}}  # fmt: skip
+    objects = render(values, env.work)
+    kubeconfig = env.work / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": env.api.url}}],
+        "users": [{"name": "rollout", "user": {"token": "rollout-service-account"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "rollout"}}],
+    }))  # fmt: skip
+    kubeconfig.chmod(0o644)
+    dns = cluster_dns(objects, env.work / "hosts-controller")
+    pod = with_api_credentials(deployment_pod(objects, "rollout-controller", dns), kubeconfig)
+    patches = len(env.api.patches())
+    requests = len(env.api.requests)
+    env.played.append(play(PodSet(pods=[pod]), env.pods.claims, env.work, "controller"))
+    expr = (f'{T.ROLLOUT_STATE}{{instance="127.0.0.1:{env.controller_port}",'
+            f'state="rolled_back",version="{bad}"}}')  # fmt: skip
+    try:
+        wait_for(env.prom, expr, lambda v: v == 1, "the controller pod's state", timeout_s=120)
+    except TimeoutError as err:
+        raise AssertionError(f"{err}\n{logs(PodSet(pods=[pod]))}") from err
+    assert len(env.api.requests) > requests  # it read the InferenceService...
+    assert len(env.api.patches()) == patches  # ...and, with no canary running, wrote nothing
