@@ -29,6 +29,7 @@ import pandas as pd
 
 from mlops import features as F
 from mlops import telemetry as T
+from mlops.registry import download_tree
 
 
 @dataclass
@@ -124,11 +125,7 @@ def local_copy(uri: str | Path, workdir: Path) -> Path:
     path = path.rstrip("/")
     dest = workdir / posixpath.basename(path)
     if fs.isdir(path):
-        dest.mkdir(parents=True, exist_ok=True)
-        for src in fs.find(path):
-            target = dest / posixpath.relpath(src, path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(src, str(target))
+        download_tree(fs, path, dest)
     else:
         workdir.mkdir(parents=True, exist_ok=True)
         fs.get_file(path, str(dest))

@@ -265,6 +265,16 @@ def _join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
+def download_tree(fs: fsspec.AbstractFileSystem, src: str, dest: Path) -> Path:
+    """Copy every file under ``src`` on ``fs`` into the local directory ``dest``; returns it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in fs.find(src):
+        target = dest / posixpath.relpath(f, src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(f, str(target))
+    return dest
+
+
 def serving_uri(version: ModelVersion, root: str = "") -> str:
     """The KServe ``storageUri`` of a version's SavedModel, seen from the serving side.
 
@@ -511,13 +521,9 @@ class ModelRegistry:
     def download(self, model_name: str, version: int, dest: Path) -> Path:
         """Copy a version's SavedModel to a local directory and return that directory."""
         self.get(model_name, version)
-        src = _join(self._version_path(model_name, version), MODEL_DIR)
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in self.fs.find(src):
-            target = dest / posixpath.relpath(f, src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(f, str(target))
-        return dest
+        return download_tree(
+            self.fs, _join(self._version_path(model_name, version), MODEL_DIR), dest
+        )
 
     # -- aliases -------------------------------------------------------------------------------
 

@@ -523,14 +523,22 @@ class ClusterRollout:
         )
         return obj
 
-    def step(self, canary_version: int, stable_version: int) -> StepResult | None:
+    def step(
+        self, canary_version: int, stable_version: int, obj: dict[str, Any] | None = None
+    ) -> StepResult | None:
         """Analyse and move traffic one step.
 
         Does nothing (returns ``None``, sends nothing) unless the InferenceService runs a canary
         of ``canary_version``: ``canaryTrafficPercent`` above 0 on a version other than
         production. A stray step therefore never starts, restarts or re-promotes a canary.
+
+        Args:
+            canary_version: The version the canary serves.
+            stable_version: The version it is compared with.
+            obj: The InferenceService as just read (its ``resourceVersion`` guards the patch);
+                read now when not given.
         """
-        obj = self.get()
+        obj = self.get() if obj is None else obj
         state = self.state(obj)
         if not state.canary_running or state.version != canary_version:
             return None

@@ -112,7 +112,8 @@ class RolloutController:
             Exception: Whatever the API server, Prometheus or the registry raised; nothing was
                 exported for this pass.
         """
-        before = self.rollout.state()
+        obj = self.rollout.get()  # one read per pass; the patch is made against it
+        before = self.rollout.state(obj)
         step = None
         after = before
         if before.canary_running:
@@ -123,9 +124,9 @@ class RolloutController:
                 )  # fmt: skip
             else:
                 assert before.version is not None  # canary_running implies a version
-                step = self.rollout.step(before.version, before.production_version)
+                step = self.rollout.step(before.version, before.production_version, obj)
                 if step is None:
-                    # The object changed between the two reads; the next pass sees it.
+                    # The registry's production moved between the two reads; next pass sees it.
                     after = self.rollout.state()
                 else:
                     after = ServiceState(before.version, step.traffic_percent,
