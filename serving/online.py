@@ -177,28 +177,67 @@ def _proto_value(value: Any) -> Any:
 
 
 class FeastHttpSource:
-    """The Feast feature server (``feast serve``) over HTTP: ``POST /get-online-features``."""
+    """The Feast feature server (``feast serve``) over HTTP: ``POST /get-online-features``.
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    A read is idempotent, so a connection failure or a 5xx answer is retried (``retries`` more
+    times, ``backoff_s`` apart, doubling) while ``OnlineFeatures``' deadline allows; a 4xx, a
+    malformed answer or the deadline itself fails the read with a ``FeatureLookupError`` that names
+    the cause (never the client's internal objects), and the request gets a 503.
+    """
+
+    def __init__(
+        self, url: str, timeout_s: float, retries: int = 1, backoff_s: float = 0.01
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/") + "/get-online-features"
         self.client = httpx.AsyncClient(timeout=timeout_s)
+        self.retries = retries
+        self.backoff_s = backoff_s
 
-    async def read(self, keys: KeysByView) -> Rows:
+    async def _post(self, body: dict[str, Any]) -> Any:
         import httpx
 
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                resp = await self.client.post(self.url, json=body)
+            except httpx.TimeoutException as err:
+                raise FeatureLookupError(f"feature server {self.url}: timed out") from err
+            except httpx.TransportError as err:
+                if last:
+                    raise FeatureLookupError(
+                        f"feature server {self.url}: connection failed ({type(err).__name__})"
+                    ) from err
+            else:
+                if resp.status_code < 500 or last:
+                    break
+            await asyncio.sleep(delay)
+            delay *= 2
+        if resp.status_code != 200:
+            raise FeatureLookupError(f"feature server {self.url}: HTTP {resp.status_code}")
+        try:
+            return resp.json()
+        except ValueError as err:
+            raise FeatureLookupError(f"feature server {self.url}: answer is not JSON") from err
+
+    async def read(self, keys: KeysByView) -> Rows:
         rows = entity_rows(keys)
         if not rows:
             return {view: {} for view in keys}
         entities = {key: [r[key] for r in rows] for key in F.ENTITY_KEYS}
         body = {"feature_service": F.FEATURE_SERVICE, "entities": entities}
+        payload = await self._post(body)
         try:
-            resp = await self.client.post(self.url, json=body)
-            resp.raise_for_status()
-        except httpx.HTTPError as err:
-            raise FeatureLookupError(f"feature server {self.url}: {err!r}") from err
-        payload = resp.json()
+            return self._parse(keys, rows, payload)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise FeatureLookupError(
+                f"feature server {self.url}: unexpected answer ({type(err).__name__}: {err})"
+            ) from err
+
+    @staticmethod
+    def _parse(keys: KeysByView, rows: list[dict[str, str]], payload: Any) -> Rows:
         names = payload["metadata"]["feature_names"]
         values: list[dict[str, Any]] = [{} for _ in rows]
         stamps: list[dict[str, float | None]] = [{} for _ in rows]
@@ -310,7 +349,9 @@ class OnlineFeatures:
         except FeatureLookupError:
             raise
         except Exception as err:  # the store's own errors: report as a lookup failure
-            raise FeatureLookupError(f"online feature lookup failed: {err!r}") from err
+            raise FeatureLookupError(
+                f"online feature lookup failed: {type(err).__name__}: {err}"
+            ) from err
 
     def _want(self, view: str, key: str, queue: dict[str, dict[str, None]]) -> None:
         """Queue a read of ``key`` unless one is under way or queued.
