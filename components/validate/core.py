@@ -7,6 +7,11 @@ per feature with the schema's comparators (L-infinity for categorical features, 
 divergence for numeric ones) and reported; crossing a comparator threshold blocks only when
 ``block_on_drift`` is set, because real data drifts with the seasons and a drift alarm calls for
 retraining, not for refusing it.
+
+Whole-window statistics cannot see a fault confined to one span (month), so the span checks of
+``span_checks.py`` block too: repeated ``flight_id`` keys, a change of rows per day, a jump of a
+feature view's missing values and a collapsed or jumping label, each per span against the span
+before it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from components.validate.span_checks import (
+    DEFAULT_CALIBRATION,
+    SpanLimits,
+    baseline_reference,
+    check_spans,
+    profile_spans,
+    write_profile,
+)
 from mlops import features as F
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
@@ -33,6 +46,7 @@ class Anomaly:
     feature: str
     kind: str
     description: str
+    span: str = ""
 
 
 @dataclass
@@ -49,6 +63,7 @@ class Verdict:
     skewed: list[str] = field(default_factory=list)
     rows: int = 0
     baseline: str = ""
+    spans: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -82,6 +97,24 @@ class Verdict:
                     mark = "**yes**" if name in crossed else "no"
                     lines.append(f"| {name} | {values[name]:.4f} | {limits.get(name, 0):.4f} | "
                                  f"{mark} |")  # fmt: skip
+        if self.spans:
+            lines += [
+                "",
+                "## Spans",
+                "",
+                "| span | rows | rows per day | label rate | compared with | findings |",
+                "|---|---|---|---|---|---|",
+            ]
+            for span, info in self.spans.items():
+                rate = info.get("label_rate")
+                kinds = sorted({a.kind for a in self.anomalies if span in a.span.split(", ")})
+                lines.append(
+                    f"| {span} | {info.get('rows', 0)} | "
+                    f"{info.get('rows_per_day', 0.0):.1f} | "
+                    f"{'-' if rate is None else f'{rate:.1%}'} | "
+                    f"{info.get('compared_with', '')} | "
+                    f"{'**' + ', '.join(kinds) + '**' if kinds else 'ok'} |"
+                )
         return "\n".join(lines) + "\n"
 
 
@@ -165,8 +198,11 @@ def compare(
     return values, limits, crossed
 
 
-def stats_html(stats: Any) -> str:
-    """A self-contained HTML view of the statistics: one table row per feature."""
+def stats_html(stats: Any, verdict: Verdict | None = None) -> str:
+    """A self-contained HTML view of the statistics: one table row per feature.
+
+    With a ``verdict``, a table of its spans and their findings comes first.
+    """
     rows = []
     for feat in stats.datasets[0].features:
         name = ".".join(feat.path.step)
@@ -185,10 +221,27 @@ def stats_html(stats: Any) -> str:
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{common.num_non_missing}</td>"
                     f"<td>{missing:.1%}</td><td>{html.escape(detail)}</td></tr>")  # fmt: skip
     n = stats.datasets[0].num_examples
+    spans = ""
+    if verdict is not None and verdict.spans:
+        cells = []
+        for span, info in verdict.spans.items():
+            found = [a for a in verdict.anomalies if span in a.span.split(", ")]
+            text = "<br>".join(html.escape(a.description) for a in found) or "ok"
+            rate = info.get("label_rate")
+            cells.append(
+                f"<tr><td>{html.escape(span)}</td><td>{info.get('rows', 0)}</td>"
+                f"<td>{'-' if rate is None else f'{rate:.1%}'}</td>"
+                f"<td>{html.escape(str(info.get('compared_with', '')))}</td>"
+                f"<td>{text}</td></tr>"
+            )
+        spans = (
+            "<h2>Spans</h2><table><tr><th>span</th><th>rows</th><th>label rate</th>"
+            f"<th>compared with</th><th>findings</th></tr>{''.join(cells)}</table>"
+        )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Statistics</title><style>"
         "body{font-family:system-ui,sans-serif}td,th{border:1px solid #ddd;padding:2px 6px;"
-        "font-size:13px}table{border-collapse:collapse}</style></head><body>"
+        f"font-size:13px}}table{{border-collapse:collapse}}</style></head><body>{spans}"
         f"<h2>Statistics of {n} examples</h2><table><tr><th>feature</th><th>present</th>"
         f"<th>missing</th><th>distribution</th></tr>{''.join(rows)}</table></body></html>"
     )
@@ -202,6 +255,7 @@ def validate(
     serving_stats_path: Path | None = None,
     block_on_drift: bool = False,
     environment: str = "TRAINING",
+    calibration_path: Path = DEFAULT_CALIBRATION,
 ) -> Verdict:
     """Validate a data span and write statistics, anomalies, the verdict and reports.
 
@@ -214,6 +268,7 @@ def validate(
         serving_stats_path: Statistics of served requests, for skew.
         block_on_drift: Fail the verdict when a drift or skew comparator is crossed.
         environment: Schema environment of the data (``TRAINING`` or ``SERVING``).
+        calibration_path: The calibrated limits of the span checks.
     """
     import pandas as pd
     import tensorflow_data_validation as tfdv
@@ -224,11 +279,29 @@ def validate(
     stats = stats_from_dataframe(df)
     anomalies = _anomalies(tfdv.validate_statistics(stats, schema, environment=environment))
     verdict = Verdict(ok=not anomalies, anomalies=anomalies, rows=len(df))
+    baseline = None
     if previous_stats_path is not None:
+        previous = load_statistics(previous_stats_path)
         verdict.drift, verdict.drift_thresholds, verdict.drifted = compare(
-            stats, load_statistics(previous_stats_path), schema, "drift"
+            stats, previous, schema, "drift"
         )
         verdict.baseline = str(previous_stats_path)
+        baseline = baseline_reference(Path(previous_stats_path), previous)
+    profiles = profile_spans(df)
+    findings, compared = check_spans(
+        df, profiles, baseline, SpanLimits.load(calibration_path), environment == "TRAINING"
+    )
+    verdict.anomalies += [Anomaly(f.feature, f.kind, f.description, f.span) for f in findings]
+    verdict.ok = not verdict.anomalies
+    verdict.spans = {
+        s: {
+            "rows": p.rows,
+            "rows_per_day": p.rows_per_day,
+            "label_rate": p.label_rate,
+            "compared_with": compared[s],
+        }
+        for s, p in profiles.items()
+    }
     if serving_stats_path is not None:
         verdict.skew, verdict.skew_thresholds, verdict.skewed = compare(
             stats, load_statistics(serving_stats_path), schema, "skew"
@@ -252,7 +325,8 @@ def validate(
         tfdv.validate_statistics(stats, schema, environment=environment),
         str(out_dir / ANOMALIES_FILE),
     )
+    write_profile(profiles, out_dir)
     (out_dir / VERDICT_FILE).write_text(verdict.to_json())
-    (out_dir / "statistics.html").write_text(stats_html(stats))
+    (out_dir / "statistics.html").write_text(stats_html(stats, verdict))
     (out_dir / "report.md").write_text(verdict.report_markdown())
     return verdict

@@ -15,7 +15,12 @@ Run ``python -m components.validate.infer_schema`` (after ``make data``) to rege
 - drift and skew comparators per feature (L-infinity for categorical, Jensen-Shannon for
   numeric; none for the month, which is the span itself), with thresholds set to 1.5 times
   the largest drift between consecutive months of 2013, so a normal next month passes while
-  distant seasons stand out.
+  distant seasons stand out;
+- the per-span checks (``span_checks.py``): limits on the change of rows per day, the rise of
+  each feature's missing-value rate and the change of the label's positive rate between spans,
+  each 1.5 times the largest change between consecutive months of 2013 (the missing-rate rise
+  at least one point), and a band for the label rate (the lowest month's positive share and
+  the highest month's negative share may shrink by that factor, no more).
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ from typing import Any
 import pandas as pd
 
 from components.validate.core import DEFAULT_SCHEMA, compare, stats_from_dataframe
+from components.validate.span_checks import CALIBRATION_KEY, profile_spans
 from mlops import features as F
 
 RANGE_MARGIN = 0.25
 PRESENCE_KEEP = 0.6
 THRESHOLD_FACTOR = 1.5
 MIN_THRESHOLD = 0.05
+# A missing-value rate may always rise by a point (~270 rows of a month) without blocking.
+MIN_MISSING_RISE = 0.01
 # Features whose drift is structural (each span is its own month), never a data problem.
 NO_COMPARATOR = ("month",)
 
@@ -57,7 +65,10 @@ def curate(schema: Any, year: pd.DataFrame) -> Any:
         feature.presence.min_fraction = (
             1.0 if present >= 0.9999 else round(PRESENCE_KEEP * present, 3)
         )
-        if name in NO_COMPARATOR:
+        if name == "month":
+            # The month is the span itself: it always "drifts" between spans, so no comparator.
+            feature.float_domain.min, feature.float_domain.max = 1, 12
+        elif name in NO_COMPARATOR:
             pass
         elif name in F.CATEGORICAL_FEATURES:
             feature.ClearField("string_domain")
@@ -66,9 +77,6 @@ def curate(schema: Any, year: pd.DataFrame) -> Any:
             feature.string_domain.value.extend(values)
             feature.drift_comparator.infinity_norm.threshold = 1.0
             feature.skew_comparator.infinity_norm.threshold = 1.0
-        elif name == "month":
-            # The month is the span itself: it always "drifts" between spans, so no comparator.
-            feature.float_domain.min, feature.float_domain.max = 1, 12
         else:
             lo, hi = float(year[name].min()), float(year[name].max())
             margin = RANGE_MARGIN * max(hi - lo, 1.0)
@@ -107,6 +115,41 @@ def calibrate(schema: Any, year: pd.DataFrame) -> dict[str, float]:
     return largest
 
 
+def calibrate_spans(year: pd.DataFrame) -> dict[str, Any]:
+    """Limits of the per-span checks from consecutive months of ``year`` (calibration.json)."""
+    profiles = list(profile_spans(year).values())
+    pairs = list(itertools.pairwise(profiles))
+    per_day = max(abs(cur.rows_per_day / prev.rows_per_day - 1) for prev, cur in pairs)
+    rise = {
+        name: max(abs(cur.missing[name] - prev.missing[name]) for prev, cur in pairs)
+        for name in F.FEATURE_NAMES
+    }
+    rates = [float(p.label_rate or 0.0) for p in profiles]
+    label = max(abs(b - a) for a, b in itertools.pairwise(rates))
+    return {
+        "largest_rows_per_day_change": per_day,
+        "rows_per_day_change": round(THRESHOLD_FACTOR * per_day, 3),
+        "largest_missing_rate_change": rise,
+        "missing_rate_rise": {
+            n: round(max(MIN_MISSING_RISE, THRESHOLD_FACTOR * v), 3) for n, v in rise.items()
+        },
+        "largest_label_rate_change": label,
+        "label_rate_change": round(THRESHOLD_FACTOR * label, 3),
+        "label_rate_band": [
+            round(min(rates) / THRESHOLD_FACTOR, 3),
+            round(1 - (1 - max(rates)) / THRESHOLD_FACTOR, 3),
+        ],
+        "reference_2013": {
+            "rows_per_day": [
+                min(p.rows_per_day for p in profiles),
+                max(p.rows_per_day for p in profiles),
+            ],
+            "missing": {n: max(p.missing[n] for p in profiles) for n in F.FEATURE_NAMES},
+            "label_rate": [min(rates), max(rates)],
+        },
+    }
+
+
 def infer(year: pd.DataFrame) -> tuple[Any, dict[str, float]]:
     """Infer, curate and calibrate the schema from a year of training rows."""
     import tensorflow_data_validation as tfdv
@@ -136,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     tfdv.write_schema_text(schema, str(args.out))
     calibration = args.out.with_name("calibration.json")
     calibration.write_text(json.dumps({"largest_month_to_month_drift": largest,
-                                       "threshold_factor": THRESHOLD_FACTOR}, indent=2,
+                                       "threshold_factor": THRESHOLD_FACTOR,
+                                       CALIBRATION_KEY: calibrate_spans(year)}, indent=2,
                                       sort_keys=True) + "\n")  # fmt: skip
     print(f"schema written to {args.out}; calibration in {calibration}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
@@ -105,3 +106,65 @@ def test_verdict_json_and_report_name_each_feature() -> None:
     assert "| visib | Column dropped |" in report
     assert "| temp | 0.8100 | 0.5400 | **yes** |" in report
     assert "| carrier | 0.0100 | 0.0500 | no |" in report
+
+
+def test_span_limits_are_calibrated_from_2013_and_load() -> None:
+    from components.validate.infer_schema import MIN_MISSING_RISE, THRESHOLD_FACTOR
+    from components.validate.span_checks import CALIBRATION_KEY, DEFAULT_CALIBRATION, SpanLimits
+
+    raw = json.loads(DEFAULT_CALIBRATION.read_text())[CALIBRATION_KEY]
+    assert raw["rows_per_day_change"] == round(
+        THRESHOLD_FACTOR * raw["largest_rows_per_day_change"], 3
+    )
+    assert raw["label_rate_change"] == round(THRESHOLD_FACTOR * raw["largest_label_rate_change"], 3)
+    assert sorted(raw["missing_rate_rise"]) == sorted(F.FEATURE_NAMES)
+    for name, limit in raw["missing_rate_rise"].items():
+        largest = raw["largest_missing_rate_change"][name]
+        assert limit == round(max(MIN_MISSING_RISE, THRESHOLD_FACTOR * largest), 3), name
+    low, high = raw["reference_2013"]["label_rate"]
+    assert raw["label_rate_band"][0] < low < high < raw["label_rate_band"][1]
+    limits = SpanLimits.load()
+    assert 0.05 < limits.rows_per_day_change < 0.3  # months differ by a few percent per day
+    assert limits.missing_rate_rise["temp"] < 0.1  # a 10-day weather outage (~32 %) crosses
+    assert limits.label_rate_band[0] > 0.0  # an all-0 label is outside the band
+
+
+def test_span_limits_name_the_missing_field(tmp_path: Path) -> None:
+    from components.validate.span_checks import SpanLimits
+
+    (tmp_path / "c.json").write_text(json.dumps({"span_checks": {"rows_per_day_change": 0.1}}))
+    with pytest.raises(ValueError, match="'span_checks' lacks the field 'reference_2013'"):
+        SpanLimits.load(tmp_path / "c.json")
+    (tmp_path / "d.json").write_text("{}")
+    with pytest.raises(ValueError, match="no 'span_checks' section"):
+        SpanLimits.load(tmp_path / "d.json")
+
+
+def test_report_lists_spans_and_marks_the_failed_one() -> None:
+    verdict = Verdict(
+        ok=False,
+        anomalies=[
+            Anomaly(
+                F.WEATHER_VIEW, "missing-value jump", "span 2013-03: temp 32% missing", "2013-03"
+            ),
+        ],
+        spans={
+            "2013-02": {
+                "rows": 23611,
+                "rows_per_day": 843.25,
+                "label_rate": 0.23,
+                "compared_with": "the months of 2013",
+            },
+            "2013-03": {
+                "rows": 27902,
+                "rows_per_day": 900.06,
+                "label_rate": 0.2284,
+                "compared_with": "2013-02",
+            },
+        },
+    )
+    report = verdict.report_markdown()
+    assert f"| {F.WEATHER_VIEW} | missing-value jump | span 2013-03: temp 32% missing |" in report
+    assert "| 2013-02 | 23611 | 843.2 | 23.0% | the months of 2013 | ok |" in report
+    assert "| 2013-03 | 27902 | 900.1 | 22.8% | 2013-02 | **missing-value jump** |" in report
+    assert json.loads(verdict.to_json())["anomalies"][0]["span"] == "2013-03"
