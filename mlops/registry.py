@@ -12,36 +12,48 @@ A registry is a directory tree on any fsspec filesystem (a local directory by de
     <uri>/<model_name>/versions/<n>/evaluation.json    the evaluation (metrics, slices, blessing)
     <uri>/<model_name>/versions/<n>/lineage.json       which data, code and parameters made it
 
-``lineage.json`` is written last: a version without it is an interrupted registration and is
-ignored (its number stays used, so numbers are never reused).
+``lineage.json`` is written last, exclusively: a version without it is an interrupted
+registration and is ignored (its number stays used, so numbers are never reused).
 
-Concurrency: a version number is claimed by creating ``.claim`` exclusively (``O_EXCL`` locally,
-a conditional put on object stores whose fsspec driver supports mode ``"xb"``), so two
-registrations never get the same number. Alias and event updates are read-modify-write under a
-lock: ``fcntl`` on a lock file for local registries (safe across processes), a process lock
-otherwise. Remote registries therefore expect one writer per model at a time for aliases, which
-the pipeline's push step and the rollout controller are.
+Idempotent registration: a caller that may retry (the pipeline's push step) passes an
+``idempotency_key``; the first attempt records ``<uri>/<model_name>/registrations/<key>.json``
+(created exclusively) with its version number, and a retry with the same key returns that
+version, or finishes it when the earlier attempt died before ``lineage.json``.
+
+Concurrency (see ``docs/registry.md`` for each fsspec backend): a version number is claimed by
+creating ``.claim`` exclusively, so two registrations never get the same number. Alias moves and
+event appends are read-modify-writes under a per-model lock that holds across processes and
+pods: ``fcntl.flock`` on ``<model_name>/.lock`` for local and POSIX shared filesystems, and on
+object stores a lease object ``<model_name>/.lease`` created exclusively (mode ``"xb"``: a
+conditional put), broken only once its holder's lease has expired. A backend without atomic
+create falls back to a lock within this process and logs a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import posixpath
+import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 
@@ -60,6 +72,22 @@ MODEL_DIR = "model"
 TRANSFORM_DIR = "transform_graph"
 SCHEMA_FILE = "schema.pbtxt"
 STATISTICS_DIR = "statistics"
+REGISTRATIONS_DIR = "registrations"
+FLOCK_FILE = ".lock"
+LEASE_FILE = ".lease"
+# fsspec protocols whose exclusive create (mode "xb") is atomic against other processes and pods:
+# O_EXCL locally; a conditional put on object stores (gcsfs: ifGenerationMatch=0; s3fs and adlfs
+# from 2024.12: If-None-Match / overwrite=False). memory:// lives in one process, where the
+# process lock makes its check-then-create atomic.
+ATOMIC_CREATE_PROTOCOLS = frozenset(
+    {"file", "local", "gs", "gcs", "s3", "s3a", "abfs", "az", "abfss", "memory"}
+)
+LockMode = Literal["auto", "flock", "lease", "process"]
+# How long a lease-lock holder may keep it before others may break it: far longer than a
+# read-modify-write of a small JSON file, far shorter than a pipeline retry's backoff.
+DEFAULT_LEASE_S = 60.0
+DEFAULT_LOCK_TIMEOUT_S = 300.0
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 # A version's SavedModel directory as any storage URI names it: ``.../versions/<n>/model``.
 _MODEL_URI_VERSION = re.compile(r"versions/(\d+)/" + MODEL_DIR + r"/?$")
 
@@ -79,6 +107,7 @@ def version_from_uri(uri: str) -> int | None:
 # in-process filesystems such as memory://.
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
+_log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
@@ -127,6 +156,25 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def tree_hash(path: str | Path) -> str:
+    """SHA-256 over a directory's files (relative paths and bytes) or one file (any fsspec URI).
+
+    The same tree gives the same digest wherever it lies, e.g. a SavedModel before and after a
+    copy; push uses it to tell a retry of the same registration from a new one.
+    """
+    fs, root = fsspec.core.url_to_fs(str(path))
+    h = hashlib.sha256()
+    files = [root] if fs.isfile(root) else sorted(fs.find(root))
+    for f in files:
+        rel = posixpath.basename(f) if f == root else posixpath.relpath(f, root)
+        h.update(rel.encode() + b"\0")
+        with fs.open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 @dataclass
 class Lineage:
     """Which data, code and parameters made a model version, and what happened to it since.
@@ -147,6 +195,8 @@ class Lineage:
         pipeline_run_id: The KFP run that produced the version.
         created_at: Registration time, UTC ISO 8601.
         events: Deployment-state events appended later (alias moves, canary steps).
+        idempotency_key: The key a retried registration shares with its first attempt
+            (``None`` when the caller gave none).
     """
 
     spans: list[str] = field(default_factory=list)
@@ -164,6 +214,7 @@ class Lineage:
     pipeline_run_id: str | None = None
     created_at: str = field(default_factory=utc_now)
     events: list[dict[str, Any]] = field(default_factory=list)
+    idempotency_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The lineage as a JSON-ready dict."""
@@ -299,13 +350,43 @@ class ModelRegistry:
 
     Args:
         uri: Registry root: a local directory (default ``registry``) or an fsspec URI.
+        lock: How alias moves and event appends are serialised across writers: ``"auto"``
+            (``flock`` for local paths, ``lease`` for backends with atomic create, otherwise
+            ``process`` with a warning), or one of them explicitly, e.g. ``"lease"`` on a
+            shared filesystem whose ``flock`` is not shared between clients.
+        lease_s: Seconds after which a ``lease`` lock whose holder died may be broken.
+        lock_timeout_s: Seconds to wait for the lock before giving up with ``RegistryError``.
     """
 
-    def __init__(self, uri: str = DEFAULT_REGISTRY) -> None:
+    def __init__(
+        self,
+        uri: str = DEFAULT_REGISTRY,
+        lock: LockMode = "auto",
+        lease_s: float = DEFAULT_LEASE_S,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    ) -> None:
         self.uri = uri
         self.fs, self.root = fsspec.core.url_to_fs(uri)
         protocol = self.fs.protocol
-        self.local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+        protocols = protocol if isinstance(protocol, tuple) else (protocol,)
+        self.local = "file" in protocols
+        if lock not in ("auto", "flock", "lease", "process"):
+            raise RegistryError(f"lock must be auto, flock, lease or process, not {lock!r}")
+        if lock == "flock" and not self.local:
+            raise RegistryError(f"lock 'flock' needs a local registry, not {uri}")
+        self.atomic_create = bool(ATOMIC_CREATE_PROTOCOLS.intersection(protocols))
+        if lock == "auto":
+            lock = "flock" if self.local else ("lease" if self.atomic_create else "process")
+            if lock == "process":
+                _log.warning(
+                    "registry %s: fsspec protocol %s has no atomic create; alias moves and "
+                    "event appends are serialised only within this process",
+                    uri,
+                    "/".join(protocols),
+                )
+        self.lock_mode: LockMode = lock
+        self.lease_s = lease_s
+        self.lock_timeout_s = lock_timeout_s
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -317,6 +398,14 @@ class ModelRegistry:
     def _version_path(self, model_name: str, version: int) -> str:
         return _join(self._model_path(model_name), "versions", str(int(version)))
 
+    def _registration_path(self, model_name: str, key: str) -> str:
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise RegistryError(
+                "idempotency_key must be 8-128 letters, digits, '-' or '_', "
+                f"got {len(key)} characters"
+            )
+        return _join(self._model_path(model_name), REGISTRATIONS_DIR, f"{key}.json")
+
     def _public(self, path: str) -> str:
         return path if self.local else self.fs.unstrip_protocol(path)
 
@@ -324,23 +413,94 @@ class ModelRegistry:
 
     @contextlib.contextmanager
     def _lock(self, model_name: str) -> Iterator[None]:
-        """Serialise read-modify-write of aliases and lineage events for one model."""
+        """Serialise read-modify-write of aliases and lineage events for one model.
+
+        Not re-entrant: code holding it calls the ``*_locked`` helpers, never a public method
+        that takes it again.
+        """
         key = f"{self.fs.protocol}:{self._model_path(model_name)}"
         with _LOCKS_GUARD:
             lock = _LOCKS.setdefault(key, threading.Lock())
+        # The thread lock first: flock is per open file, so two threads of one process would
+        # otherwise each get it, and the lease object is one per model, not per thread.
         with lock:
-            if not self.local:
-                yield
-                return
-            import fcntl  # POSIX only; local registries on this platform are POSIX
-
-            os.makedirs(self._model_path(model_name), exist_ok=True)
-            with open(_join(self._model_path(model_name), ".lock"), "a") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-                try:
+            if self.lock_mode == "flock":
+                with self._flock(model_name):
                     yield
-                finally:
-                    fcntl.flock(fh, fcntl.LOCK_UN)
+            elif self.lock_mode == "lease":
+                with self._lease(model_name):
+                    yield
+            else:
+                yield
+
+    @contextlib.contextmanager
+    def _flock(self, model_name: str) -> Iterator[None]:
+        import fcntl  # POSIX only; local registries on this platform are POSIX
+
+        os.makedirs(self._model_path(model_name), exist_ok=True)
+        # The kernel drops the lock when its holder dies: no stale locks to break.
+        with open(_join(self._model_path(model_name), FLOCK_FILE), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read_lease(self, path: str) -> dict[str, Any] | None:
+        """The lease holder's record; ``None`` while it is being written or just removed."""
+        try:
+            raw = self._read_json(path)
+        except (FileNotFoundError, ValueError):
+            return None
+        return raw if isinstance(raw, dict) else None
+
+    @contextlib.contextmanager
+    def _lease(self, model_name: str) -> Iterator[None]:
+        """A lock object created exclusively; its holder removes it, or it expires."""
+        path = _join(self._model_path(model_name), LEASE_FILE)
+        token = uuid.uuid4().hex
+        holder = {"token": token, "host": socket.gethostname(), "pid": os.getpid()}
+        start = time.monotonic()
+        unreadable_since: float | None = None
+        delay = 0.002
+        while True:
+            body = dict(holder, expires=time.time() + self.lease_s)
+            if self._create_exclusive(path, body):
+                break
+            current = self._read_lease(path)
+            now = time.monotonic()
+            if current is None:
+                # Being written or removed; a creator that died before writing leaves it
+                # unreadable for good, so that counts as expired after a whole lease.
+                unreadable_since = unreadable_since if unreadable_since is not None else now
+                stale = now - unreadable_since > self.lease_s
+            else:
+                unreadable_since = None
+                stale = float(current.get("expires", 0)) < time.time()
+            if stale:
+                again = self._read_lease(path)
+                # Re-read just before removing, so a breaker that lost the race to another
+                # does not remove the lease that one has just taken.
+                if again == current:
+                    _log.warning("registry %s: breaking expired lock %s", self.uri, path)
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.rm_file(path)
+                continue
+            if now - start > self.lock_timeout_s:
+                who = current or {}
+                raise RegistryError(
+                    f"timed out after {self.lock_timeout_s:.0f} s waiting for the registry "
+                    f"lock {self._public(path)} (held by {who.get('host')} pid "
+                    f"{who.get('pid')})"
+                )
+            time.sleep(delay * (1 + random.random()))  # jitter: racers do not retry in step
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            if (self._read_lease(path) or {}).get("token") == token:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
 
     # -- JSON helpers --------------------------------------------------------------------------
 
@@ -369,6 +529,50 @@ class ModelRegistry:
         else:
             self.fs.pipe_file(path, data)  # one PUT: object stores replace objects atomically
 
+    def _create_exclusive(self, path: str, value: Any) -> bool:
+        """Create a JSON file only if it does not exist; ``False`` when it already did.
+
+        Readers see no file or the whole file: locally it is written aside and hard-linked into
+        place (``link`` fails on an existing name, atomically); object stores upload the whole
+        object with an if-absent precondition on close.
+        """
+        data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+        if self.local:
+            parent = os.path.dirname(path)
+            os.makedirs(parent, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
+            os.fchmod(fd, 0o644)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError as err:
+                if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                # No hard links (some SMB and FUSE mounts): O_EXCL is still atomic, but a
+                # reader may see the file before its bytes.
+                try:
+                    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(out, "wb") as fh:
+                    fh.write(data)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            return True
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        try:
+            with self.fs.open(path, "xb") as fh:
+                fh.write(data)
+        except FileExistsError:
+            return False
+        return True
+
     def _copy_tree(self, source: str | Path, dest: str) -> None:
         """Copy a directory (or one file) from a local path or fsspec URI into ``dest``."""
         src_fs, src_root = fsspec.core.url_to_fs(str(source))
@@ -383,8 +587,22 @@ class ModelRegistry:
 
     def _copy_file(self, src_fs: fsspec.AbstractFileSystem, src: str, dest: str) -> None:
         self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
-        with src_fs.open(src, "rb") as fin, self.fs.open(dest, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
+        if not self.local:  # one PUT on close: the object is replaced whole
+            with src_fs.open(src, "rb") as fin, self.fs.open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            return
+        # Written aside and renamed: a resumed registration rewriting a file that a concurrent
+        # attempt already completed never shows a reader a truncated one.
+        fd, tmp = tempfile.mkstemp(dir=posixpath.dirname(dest), prefix=".tmp-")
+        os.fchmod(fd, 0o644)
+        try:
+            with src_fs.open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     # -- versions ------------------------------------------------------------------------------
 
@@ -422,6 +640,30 @@ class ModelRegistry:
         with lock:
             yield
 
+    def find_registration(self, model_name: str, idempotency_key: str) -> ModelVersion | None:
+        """The complete version an earlier registration with this key made, if any.
+
+        ``None`` also when that registration was interrupted: :meth:`register` with the same
+        key then finishes it under its number.
+        """
+        version = self._registered_number(model_name, idempotency_key)
+        if version is None:
+            return None
+        if not self.fs.exists(_join(self._version_path(model_name, version), LINEAGE_FILE)):
+            return None
+        return self.get(model_name, version)
+
+    def _registered_number(self, model_name: str, key: str) -> int | None:
+        try:
+            raw = self._read_json(self._registration_path(model_name, key))
+        except FileNotFoundError:
+            return None
+        except ValueError as err:  # an object store write is whole; a local one is linked whole
+            raise RegistryError(
+                f"registration record of {model_name} key {key} is corrupt"
+            ) from err
+        return int(raw["version"])
+
     def register(
         self,
         model_name: str,
@@ -431,6 +673,7 @@ class ModelRegistry:
         transform_dir: str | Path | None = None,
         schema_path: str | Path | None = None,
         statistics_dir: str | Path | None = None,
+        idempotency_key: str | None = None,
     ) -> ModelVersion:
         """Copy a model and its artifacts into a new version.
 
@@ -445,16 +688,40 @@ class ModelRegistry:
             schema_path: The TFDV schema file, if any.
             statistics_dir: The training data's TFDV statistics (validate's output), if any;
                 later runs measure drift against the production version's statistics.
+            idempotency_key: Shared by a retry and its first attempt, and by nothing else
+                (8-128 letters, digits, ``-``, ``_``). A registration with a key that was
+                registered before returns that version instead of a new one, and finishes it
+                when the earlier attempt died before completing it.
 
         Returns:
-            The new version.
+            The new version, or the earlier one with the same ``idempotency_key``.
+
+        Raises:
+            RegistryError: A source does not exist, or the key is malformed.
         """
         lineage = Lineage.from_dict(lineage.to_dict())  # a copy: the caller's record stays as is
         # Check the sources before claiming a number, so a typo does not burn a version.
         for source in (model_dir, transform_dir, schema_path):
             if source is not None and not _exists(source):
                 raise RegistryError(f"cannot register {model_name}: {source} does not exist")
-        version = self._claim_version(model_name)
+        version: int | None = None
+        if idempotency_key is not None:
+            self._registration_path(model_name, idempotency_key)  # checks the key's form
+            lineage.idempotency_key = idempotency_key
+            done = self.find_registration(model_name, idempotency_key)
+            if done is not None:
+                return done
+            version = self._registered_number(model_name, idempotency_key)
+        if version is None:
+            version = self._claim_version(model_name)
+            if idempotency_key is not None and not self._create_exclusive(
+                self._registration_path(model_name, idempotency_key), {"version": version}
+            ):
+                # An attempt with the same key recorded its number between our look and our
+                # claim: finish that one; the number just claimed stays unused, like any
+                # interrupted registration's.
+                version = self._registered_number(model_name, idempotency_key)
+                assert version is not None  # the exclusive create just found the record
         path = self._version_path(model_name, version)
         self._copy_tree(model_dir, _join(path, MODEL_DIR))
         if transform_dir is not None:
@@ -468,8 +735,10 @@ class ModelRegistry:
                 lineage.schema_hash = file_hash(schema_path)
         self._write_json(_join(path, EVALUATION_FILE), dict(evaluation))
         lineage.events.append({"at": utc_now(), "kind": "registered", "details": {}})
-        # Written last: its presence marks the version complete.
-        self._write_json(_join(path, LINEAGE_FILE), lineage.to_dict())
+        # Written last and exclusively: its presence marks the version complete, and an attempt
+        # of the same registration that completed it first keeps its record (and any events
+        # appended to it since).
+        self._create_exclusive(_join(path, LINEAGE_FILE), lineage.to_dict())
         return self.get(model_name, version)
 
     def versions(self, model_name: str) -> list[ModelVersion]:
@@ -534,8 +803,30 @@ class ModelRegistry:
             return {}
         return {str(k): int(v) for k, v in self._read_json(path).items()}
 
-    def set_alias(self, model_name: str, alias: str, version: int, reason: str = "") -> None:
+    def set_alias(
+        self,
+        model_name: str,
+        alias: str,
+        version: int,
+        reason: str = "",
+        if_changed: bool = False,
+    ) -> bool:
         """Point ``alias`` at ``version`` and record the move in the version's lineage.
+
+        The move and its ``alias_set`` event happen under one lock, event first: concurrent
+        movers (other processes and pods included) each see the previous mover's version, and a
+        crash in between leaves an event whose move a retry repeats, never a move without one.
+
+        Args:
+            model_name: The registered model.
+            alias: The alias, e.g. ``candidate``.
+            version: The version it should point at.
+            reason: Why, recorded in the event.
+            if_changed: Do nothing (and record nothing) when the alias already points at
+                ``version``: what a retried step wants.
+
+        Returns:
+            Whether the alias was moved (always ``True`` unless ``if_changed``).
 
         Raises:
             RegistryError: The version does not exist or the alias name is a number.
@@ -553,12 +844,15 @@ class ModelRegistry:
         with self._lock(model_name):
             current = self.aliases(model_name)
             previous = current.get(alias)
+            if if_changed and previous == int(version):
+                return False
+            details: dict[str, Any] = {"alias": alias, "previous_version": previous}
+            if reason:
+                details["reason"] = reason
+            self._append_event_locked(model_name, version, "alias_set", details)
             current[alias] = int(version)
             self._write_json(_join(self._model_path(model_name), ALIASES_FILE), current)
-        details: dict[str, Any] = {"alias": alias, "previous_version": previous}
-        if reason:
-            details["reason"] = reason
-        self.record_event(model_name, version, "alias_set", details)
+        return True
 
     def remove_alias(self, model_name: str, alias: str) -> None:
         """Remove an alias (no-op when absent). ``production`` can be moved, never removed.
@@ -605,13 +899,18 @@ class ModelRegistry:
     ) -> Lineage:
         """Append a deployment-state event (e.g. ``canary_started``, ``promoted``,
         ``rolled_back``) to a version's lineage and return the updated lineage."""
-        path = _join(self._version_path(model_name, version), LINEAGE_FILE)
         with self._lock(model_name):
-            if not self.fs.exists(path):
-                raise RegistryError(f"{model_name} has no version {version}")
-            lineage = Lineage.from_dict(self._read_json(path))
-            lineage.events.append({"at": utc_now(), "kind": kind, "details": dict(details or {})})
-            self._write_json(path, lineage.to_dict())
+            return self._append_event_locked(model_name, version, kind, details)
+
+    def _append_event_locked(
+        self, model_name: str, version: int, kind: str, details: Mapping[str, Any] | None
+    ) -> Lineage:
+        path = _join(self._version_path(model_name, version), LINEAGE_FILE)
+        if not self.fs.exists(path):
+            raise RegistryError(f"{model_name} has no version {version}")
+        lineage = Lineage.from_dict(self._read_json(path))
+        lineage.events.append({"at": utc_now(), "kind": kind, "details": dict(details or {})})
+        self._write_json(path, lineage.to_dict())
         return lineage
 
 

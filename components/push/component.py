@@ -28,7 +28,9 @@ def push_op(
     ``ingest_result`` is the ingest component's JSON output (spans and content hashes);
     ``pipeline_run_id`` is usually ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``. The transform graph and
     the training statistics (with ``schema.pbtxt`` if validate wrote one there) are stored with
-    the version.
+    the version. A retry of this task finds the version its earlier attempt registered: the
+    task's identity is its output artifact's URI, which KFP gives every retry of one task and no
+    other task.
     """
     import json
     from pathlib import Path
@@ -57,6 +59,7 @@ def push_op(
         statistics_dir=Path(statistics.path),
         promote=promote,
         register_rejected=register_rejected,
+        task_id=pushed.uri,
     )
     Path(pushed.path).write_text(result.to_json())
     pushed.metadata.update(
@@ -65,6 +68,7 @@ def push_op(
             "version": result.version or 0,
             "reason": result.reason,
             "model_uri": result.model_uri or "",
+            "reused": result.reused,
         }
     )
     print(result.reason)

@@ -7,17 +7,32 @@ A rejected candidate is, by default, not registered at all: the registry then ho
 models that passed, and nothing downstream can pick a rejected one up by number. With
 ``register_rejected=True`` it is registered for the record (its evaluation and lineage kept,
 ``blessed`` false) and still no alias moves; ``production`` refuses unblessed versions anyway.
+
+Push is idempotent: the pipeline retries it, and a retry (in KFP the same task rerun with the
+same inputs) must find its own earlier registration, not add a duplicate version. The key
+(:func:`push_key`) is the run and task identity plus the SavedModel's content hash: a retry
+shares all three, a new run has another run id. Alias moves are skipped when the alias already
+points at the version, so a retry after a crash between registering and moving the aliases
+finishes the moves without repeating recorded ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops.registry import CANDIDATE, PRODUCTION, Lineage, ModelRegistry, code_revision
+from mlops.registry import (
+    CANDIDATE,
+    PRODUCTION,
+    Lineage,
+    ModelRegistry,
+    code_revision,
+    tree_hash,
+)
 
 VERDICT_FILE = "verdict.json"
 SCHEMA_FILE = "schema.pbtxt"
@@ -36,6 +51,7 @@ class PushResult:
         reason: Why it was or was not pushed, in one line.
         aliases: Aliases that now point at ``version``.
         model_uri: The registered SavedModel's URI (KServe ``storageUri``).
+        reused: Whether ``version`` was registered by an earlier attempt of this step.
     """
 
     pushed: bool
@@ -43,6 +59,7 @@ class PushResult:
     reason: str
     aliases: list[str] = field(default_factory=list)
     model_uri: str | None = None
+    reused: bool = False
 
     def to_json(self) -> str:
         """As JSON, for logs and the component's return value."""
@@ -83,6 +100,42 @@ def _gate(blessing: Mapping[str, Any], validation: Mapping[str, Any] | None) -> 
         failed = [r for r in blessing.get("reasons", []) if str(r).startswith("FAIL")]
         problems.append("evaluation did not bless the model: " + ("; ".join(failed) or "no reason"))
     return problems
+
+
+def push_key(
+    model_name: str,
+    model_dir: str | Path,
+    pipeline_run_id: str | None,
+    task_id: str | None,
+    decision_inputs: Mapping[str, Any] | None = None,
+) -> str | None:
+    """The idempotency key of a push: what a retry of the step shares and a new run does not.
+
+    In KFP a retry reruns the same task with the same inputs, so the key covers the run, the
+    task and those inputs.
+
+    Args:
+        model_name: The registered model.
+        model_dir: The SavedModel; its content hash is part of the key, so a push handed a
+            different model is not mistaken for a retry.
+        pipeline_run_id: The KFP run id.
+        task_id: The task's identity within the run, the same for each retry (the component
+            passes its output artifact's URI).
+        decision_inputs: The other inputs push decides on (blessing, validation verdict), as
+            JSON-ready values.
+
+    Returns:
+        A SHA-256 hex digest, or ``None`` when neither the run nor the task is known: a retry
+        cannot then be told from a new run, and each push registers a new version.
+    """
+    if not pipeline_run_id and not task_id:
+        return None
+    h = hashlib.sha256()
+    inputs = json.dumps(decision_inputs or {}, sort_keys=True, default=str)
+    for part in ("push-v1", model_name, pipeline_run_id or "", task_id or "",
+                 tree_hash(model_dir), inputs):  # fmt: skip
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
 
 
 def build_lineage(
@@ -136,6 +189,7 @@ def push(
     statistics_dir: str | Path | None = None,
     promote: bool = True,
     register_rejected: bool = False,
+    task_id: str | None = None,
 ) -> PushResult:
     """Register the model and move ``candidate`` (and ``production``) when it passed both gates.
 
@@ -158,6 +212,9 @@ def push(
         promote: Also move ``production`` (local mode). In the cluster deploy moves it after
             the canary, so the pipeline passes ``False`` there.
         register_rejected: Register a rejected model for the record, without aliases.
+        task_id: The step's identity within the run, shared by its retries (see
+            :func:`push_key`); with ``pipeline_run_id`` it makes a retried push return the
+            version its earlier attempt registered.
     """
     registry = ModelRegistry(registry_uri)
     problems = _gate(blessing, validation)
@@ -168,29 +225,37 @@ def push(
         blessing, validation, spans, train_hash, eval_hash, hyperparameters or {},
         pipeline_run_id, code_rev,
     )  # fmt: skip
-    version = registry.register(
-        model_name, model_dir, lineage, dict(blessing), transform_dir, schema_path, statistics_dir
-    )
+    key = push_key(
+        model_name, model_dir, pipeline_run_id, task_id,
+        {"blessing": blessing, "validation": validation, "promote": promote},
+    )  # fmt: skip
+    earlier = registry.find_registration(model_name, key) if key else None
+    version = earlier or registry.register(
+        model_name, model_dir, lineage, dict(blessing), transform_dir, schema_path,
+        statistics_dir, idempotency_key=key,
+    )  # fmt: skip
+    again = " (registered by an earlier attempt of this step)" if earlier else ""
     if problems:
         return PushResult(
             False,
             version.version,
-            f"registered as version {version.version} for the record, no alias moved: "
+            f"registered as version {version.version}{again} for the record, no alias moved: "
             + "; ".join(problems),
             [],
             version.model_uri,
+            reused=earlier is not None,
         )
-    registry.set_alias(model_name, CANDIDATE, version.version, reason="blessed and validated")
-    moved = [CANDIDATE]
-    if promote:
-        registry.set_alias(model_name, PRODUCTION, version.version, reason="pushed")
-        moved.append(PRODUCTION)
+    moves = [(CANDIDATE, "blessed and validated")] + ([(PRODUCTION, "pushed")] if promote else [])
+    for alias, why in moves:
+        registry.set_alias(model_name, alias, version.version, reason=why, if_changed=True)
+    moved = [alias for alias, _ in moves]
     return PushResult(
         True,
         version.version,
-        f"pushed version {version.version}: blessed and validated; {', '.join(moved)} moved",
+        f"pushed version {version.version}{again}: blessed and validated; {', '.join(moved)} moved",
         moved,
         version.model_uri,
+        reused=earlier is not None,
     )
 
 

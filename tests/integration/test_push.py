@@ -142,3 +142,47 @@ def test_push_component_gates_through_kfp_local(inputs: dict[str, str], tmp_path
         assert sum(map(sum, (r["row"] for r in matrix))) == metrics["count"]
         assert (executor_output.parent / "report").read_text().count("<svg") == 3
     assert sorted(blessed) == [0.0, 1.0]
+
+
+def test_push_component_retry_finds_its_own_registration(tmp_path: Path) -> None:
+    """A KFP retry reruns the task with the same inputs and the same output artifact URI."""
+    model_dir = tmp_path / "model"
+    (model_dir / "variables").mkdir(parents=True)
+    (model_dir / "saved_model.pb").write_bytes(b"graph")
+    blessing = tmp_path / "blessing.json"
+    blessing.write_text(json.dumps({"blessed": True, "reasons": ["ok overall AUC"]}))
+    verdict = tmp_path / "verdict.json"
+    verdict.write_text(json.dumps({"ok": True, "anomalies": []}))
+    (tmp_path / "tg").mkdir()
+    (tmp_path / "stats").mkdir()
+    registry_uri = str(tmp_path / "registry")
+
+    def attempt(task_dir: str) -> dict[str, object]:
+        pushed = Artifact(uri=str(tmp_path / "root" / "run-9" / task_dir / "pushed"))
+        Path(pushed.path).parent.mkdir(parents=True, exist_ok=True)
+        out = push_op.python_func(
+            model=Model(uri=str(model_dir)),
+            blessing=Artifact(uri=str(blessing)),
+            validation=Artifact(uri=str(verdict)),
+            transform_graph=Artifact(uri=str(tmp_path / "tg")),
+            statistics=Artifact(uri=str(tmp_path / "stats")),
+            registry_uri=registry_uri,
+            model_name=MODEL,
+            pushed=pushed,
+            pipeline_run_id="run-9",
+            code_revision="abc",
+        )
+        assert json.loads(Path(pushed.path).read_text()) == json.loads(out)
+        return {**json.loads(out), "metadata": dict(pushed.metadata)}
+
+    first, retry = attempt("push-op"), attempt("push-op")
+    assert (first["version"], first["reused"]) == (1, False)
+    assert (retry["version"], retry["reused"], retry["pushed"]) == (1, True, True)
+    assert retry["metadata"]["reused"] is True
+    registry = ModelRegistry(registry_uri)
+    assert [v.version for v in registry.versions(MODEL)] == [1]
+    assert [e["kind"] for e in registry.lineage(MODEL, 1).events] == [
+        "registered", "alias_set", "alias_set",
+    ]  # fmt: skip
+    # Another task (another output URI) is another push, even in the same run.
+    assert attempt("push-op-2")["version"] == 2
