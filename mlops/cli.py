@@ -12,11 +12,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops.config import PlatformConfig, load_config
 from mlops.errors import DataError
+
+if TYPE_CHECKING:
+    from mlops.retrain import Ledger
 
 
 def _cmd_prepare(cfg: PlatformConfig, args: argparse.Namespace) -> int:
@@ -126,9 +130,19 @@ def _cmd_compile(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from mlops.runner import compile_pipeline
-    from mlops.submit import SubmitPlan, make_client, submit, submit_arguments, version_name_for
+    from mlops.submit import (
+        SubmitError,
+        SubmitPlan,
+        make_client,
+        submit,
+        submit_arguments,
+        version_name_for,
+        wait_for_run,
+    )
     from pipelines.training_pipeline import PIPELINE_NAME
 
+    if args.attempts < 1 or args.timeout <= 0 or args.wait_timeout <= 0:
+        raise DataError("--attempts must be >= 1, --timeout and --wait-timeout > 0")
     package = compile_pipeline(Path(args.package), args.image)
     first, last = _window(cfg, args)
     overrides = dict(item.partition("=")[::2] for item in args.param or [])
@@ -142,8 +156,17 @@ def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         arguments=arguments,
         cron=args.schedule,
     )
-    client = make_client(args.host, args.token, args.namespace)
-    print(json.dumps(submit(client, plan), indent=2))
+    try:
+        client = make_client(args.host, args.token, args.namespace, args.timeout, args.attempts)
+        ids = submit(client, plan, args.host, args.attempts)
+        print(json.dumps(ids, indent=2))
+        if args.wait and "run_id" in ids:
+            state = wait_for_run(client, ids["run_id"], args.wait_timeout, args.host)
+            print(f"run {ids['run_id']}: {state}")
+            return 0 if state == "SUCCEEDED" else 1
+    except SubmitError as err:
+        print(f"mlops submit: error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -174,52 +197,92 @@ def _cmd_monitor(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 def _run_starter(cfg: PlatformConfig, args: argparse.Namespace) -> Callable[[list], str]:
     """How a retraining cause starts a run: a KFP submission, or a local kfp.local run."""
 
+    from mlops.retrain import RunFailed
+
     def start_run(causes: list) -> str:
+        # Returns only once the run succeeded: the ledger marks a cause handled on success only.
         reason = "; ".join(c.describe() for c in causes)
         if args.submit:
-            submit_args = ["submit", "--run-name", f"retrain-{int(time.time())}"]
+            name = f"retrain-{int(time.time())}"
+            # The wait ends within the lease, so no other trigger takes the cause meanwhile.
+            wait = f"{args.lease_hours * 3600:.0f}"
+            submit_args = ["submit", "--run-name", name, "--wait", "--wait-timeout", wait]
             if args.through_month:
                 submit_args += ["--through-month", str(args.through_month)]
             print(f"retraining for {reason}: mlops {' '.join(submit_args)}")
-            if main(submit_args) != 0:
-                raise RuntimeError("submission failed")
-            return submit_args[2]
+            code = main(submit_args)
+            if code != 0:
+                raise RunFailed(name, f"did not succeed (mlops submit exited {code})")
+            return name
         from mlops.runner import run_local
 
-        name = f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        name = f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
         print(f"retraining for {reason}: local run {name}")
         summary = run_local(cfg.runs_dir, pipeline_arguments(cfg, args), name)
         print("\n".join(summary.lines()))
+        if summary.status != "SUCCESS":
+            raise RunFailed(name, f"ended {summary.status}")
         return name
 
     return start_run
 
 
-def _cmd_alert_receiver(cfg: PlatformConfig, args: argparse.Namespace) -> int:
-    from mlops.retrain import Ledger, serve_alert_webhook
+def _ledger(args: argparse.Namespace) -> Ledger:
+    """The retraining ledger with the command's cool-down and lease."""
+    from mlops.retrain import Ledger
 
-    server = serve_alert_webhook(
-        args.host, args.port, Ledger(Path(args.ledger)), _run_starter(cfg, args)
+    if args.cooldown_days < 0 or args.lease_hours <= 0:
+        raise DataError("--cooldown-days must be >= 0 and --lease-hours > 0")
+    return Ledger(
+        Path(args.ledger),
+        cooldown=timedelta(days=args.cooldown_days),
+        lease=timedelta(hours=args.lease_hours),
     )
-    print(f"Alertmanager webhook on http://{args.host}:{args.port}/")
-    server.serve_forever()
+
+
+def _cmd_alert_receiver(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.retrain import load_webhook_token, serve_alert_webhook
+
+    token = load_webhook_token(Path(args.token_file) if args.token_file else None, os.environ)
+    server = serve_alert_webhook(
+        args.host,
+        args.port,
+        _ledger(args),
+        _run_starter(cfg, args),
+        token=token,
+        allow_unauthenticated=args.allow_unauthenticated,
+        max_body=args.max_body_bytes,
+    )
+    auth = "bearer token" if token else "NO authentication (loopback only)"
+    print(f"Alertmanager webhook on http://{args.host}:{server.server_address[1]}/ ({auth})")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 
 def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
-    from mlops.retrain import Ledger, causes_from_alerts, retrain_if_needed
+    from mlops.retrain import causes_from_alerts, parse_alertmanager_payload, retrain_if_needed
     from mlops.rollout import PrometheusClient
 
     if args.alerts_file:
-        payload = json.loads(Path(args.alerts_file).read_text())
-        alerts = payload.get("alerts", payload) if isinstance(payload, dict) else payload
+        raw = Path(args.alerts_file).read_bytes()
+        try:
+            payload = json.loads(raw)
+            # An Alertmanager payload is checked as the webhook checks it; a list is ALERTS series.
+            alerts = parse_alertmanager_payload(raw) if isinstance(payload, dict) else payload
+        except ValueError as err:
+            raise DataError(f"--alerts-file {args.alerts_file}: {err}") from err
+        if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
+            raise DataError(f"--alerts-file {args.alerts_file}: expected a list of alerts")
     else:
         alerts = PrometheusClient(args.prometheus).query('ALERTS{alertstate="firing"}')
 
     start_run = _run_starter(cfg, args)
-    result = retrain_if_needed(causes_from_alerts(alerts), Ledger(Path(args.ledger)), start_run)
+    result = retrain_if_needed(causes_from_alerts(alerts), _ledger(args), start_run)
     print(json.dumps(result.to_dict(), indent=2))
-    return 0
+    return 1 if result.failed else 0
 
 
 def _cmd_config(cfg: PlatformConfig, args: argparse.Namespace) -> int:
@@ -234,8 +297,14 @@ def _window_flags(p: argparse.ArgumentParser) -> None:
 
 def _retrain_flags(p: argparse.ArgumentParser) -> None:
     """Flags of the commands that start retraining runs."""
+    from mlops.retrain import DEFAULT_COOLDOWN, DEFAULT_LEASE
+
     _window_flags(p)
     p.add_argument("--ledger", default="runs/retrain-ledger.json", help="handled causes")
+    p.add_argument("--cooldown-days", type=float, default=DEFAULT_COOLDOWN / timedelta(days=1),
+                   help="days before a cause whose run succeeded may retrain again")  # fmt: skip
+    p.add_argument("--lease-hours", type=float, default=DEFAULT_LEASE / timedelta(hours=1),
+                   help="hours a claimed cause stays claimed if its trigger dies")  # fmt: skip
     p.add_argument("--submit", action="store_true", help="submit to KFP instead of running")
     p.add_argument("--hyperparameters", default="{}")
     p.add_argument("--min-auc", type=float)
@@ -279,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="component image to run every step in (registry/name:tag)")
     p.set_defaults(func=_cmd_compile)
 
+    from mlops.submit import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT_S
+
     p = sub.add_parser("submit", help="submit a run (or a schedule) to Kubeflow Pipelines")
     _window_flags(p)
     p.add_argument("--host", default=os.environ.get("KFP_HOST"), help="KFP API endpoint")
@@ -290,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", help="pipeline parameter KEY=VALUE")
     p.add_argument("--package", default="runs/submit/training_pipeline.yaml")
     p.add_argument("--image", help="component image to run every step in (registry/name:tag)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per API call")
+    p.add_argument("--attempts", type=int, default=DEFAULT_ATTEMPTS,
+                   help="tries of each repeatable API call")  # fmt: skip
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the run; exit 1 unless it succeeded"
+    )
+    p.add_argument("--wait-timeout", type=float, default=6 * 3600, help="seconds to wait")
     p.set_defaults(func=_cmd_submit)
 
     p = sub.add_parser("monitor", help="skew, drift and live quality of served requests")
@@ -310,10 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-file", help="Alertmanager webhook payload (JSON) instead")
     p.set_defaults(func=_cmd_retrain)
 
+    from mlops.retrain import MAX_BODY_BYTES, WEBHOOK_TOKEN_ENV
+
     p = sub.add_parser("alert-receiver", help="Alertmanager webhook that starts retraining")
     _retrain_flags(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=9095)
+    p.add_argument("--token-file", help="file holding the shared bearer token "
+                   f"(default: ${WEBHOOK_TOKEN_ENV})")  # fmt: skip
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve without a token (accepted on a loopback address only)")  # fmt: skip
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest body")
     p.set_defaults(func=_cmd_alert_receiver)
 
     from serving.cli import add_serve_parser, cli_serve

@@ -12,6 +12,12 @@ Feedback labels (JSON lines ``{"request_id", "row", "label"}``) joined to the lo
 give live per-slice AUC and accuracy. Results are written as JSON and exported as Prometheus
 gauges (``mlops.telemetry``), pushed to a Pushgateway when one is given; the alert rules fire
 from there, and ``mlops retrain-if-needed`` acts on the alerts.
+
+The push has a timeout per attempt and is retried with exponential backoff on a timeout, a
+connection error, 429 or a 5xx (a ``PUT`` replaces the job's group: repeating it is safe); a 4xx
+is raised at once. When every attempt fails, :func:`push_metrics` raises
+``mlops.retrying.RetryError`` naming the gateway: the monitoring step fails (after its results
+were written to its output directory) and Prometheus keeps the previous push's values.
 """
 
 from __future__ import annotations
@@ -244,9 +250,48 @@ def export_metrics(result: MonitorResult, model: str) -> Any:
     return registry
 
 
-def push_metrics(result: MonitorResult, model: str, gateway: str, job: str = "flight-delay-monitor"
-                 ) -> None:  # fmt: skip
-    """Push the monitoring gauges to a Prometheus Pushgateway (replacing the job's last push)."""
+def _push_retryable(err: BaseException) -> bool:
+    """A 4xx is the request's fault and stays so; anything else may pass on the next try."""
+    import urllib.error
+
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500 or err.code == 429
+    return isinstance(err, OSError)
+
+
+def push_metrics(
+    result: MonitorResult,
+    model: str,
+    gateway: str,
+    job: str = "flight-delay-monitor",
+    timeout_s: float = 10.0,
+    attempts: int = 3,
+    backoff_s: float = 1.0,
+) -> None:
+    """Push the monitoring gauges to a Prometheus Pushgateway (replacing the job's last push).
+
+    Args:
+        result: The monitoring window's result.
+        model: Model name label.
+        gateway: Pushgateway address (``host:port`` or URL).
+        job: Pushgateway job name.
+        timeout_s: Timeout of one attempt.
+        attempts: Most attempts in all.
+        backoff_s: Sleep before the second attempt (doubling after).
+
+    Raises:
+        mlops.retrying.RetryError: Every attempt failed (timeout, connection error, 5xx).
+        urllib.error.HTTPError: The gateway refused the push with a 4xx.
+    """
     from prometheus_client import push_to_gateway
 
-    push_to_gateway(gateway, job=job, registry=export_metrics(result, model))
+    from mlops.retrying import retry_call
+
+    registry = export_metrics(result, model)
+    retry_call(
+        lambda: push_to_gateway(gateway, job=job, registry=registry, timeout=timeout_s),
+        f"push to pushgateway {gateway}",
+        attempts=attempts,
+        backoff_s=backoff_s,
+        retryable=_push_retryable,
+    )

@@ -1,12 +1,19 @@
-"""The retraining trigger acts once per cause, and only on retraining alerts."""
+"""The retraining trigger acts once per cause, and only on retraining alerts.
+
+A cause counts as handled only when its run succeeded, and only for the cool-down; a claimed
+cause waits for its run to end or its lease to expire. Races between processes and the webhook
+receiver are in test_retrain_ledger_race.py and test_retrain_webhook_server.py.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from mlops.retrain import Cause, Ledger, causes_from_alerts, retrain_if_needed
+from mlops.retrain import Cause, Ledger, RunFailed, causes_from_alerts, retrain_if_needed
 
 pytestmark = pytest.mark.unit
 
@@ -62,38 +69,94 @@ def test_nothing_to_do_starts_nothing(tmp_path: Path) -> None:
     assert result.started == [] and not (tmp_path / "l.json").exists()
 
 
-def test_alertmanager_webhook_starts_one_run_and_rejects_bad_payloads(tmp_path: Path) -> None:
-    import json
-    import threading
-    import urllib.error
-    import urllib.request
+class Clock:
+    """A settable clock, so cool-downs and leases are tested without waiting."""
 
-    from mlops.retrain import serve_alert_webhook
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
 
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_failed_run_leaves_the_cause_eligible(tmp_path: Path) -> None:
+    outcomes = iter([RunFailed("run-1", "ended FAILURE"), "run-2"])
+    attempts: list[str] = []
+
+    def start(causes: list[Cause]) -> str:
+        attempts.append(causes[0].describe())
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    failed = retrain_if_needed(causes_from_alerts([drift_alert("temp")]), ledger, start)
+    assert failed.started == [] and failed.failed[0]["run"] == "run-1"
+    assert "ended FAILURE" in failed.failed[0]["error"]
+    (entry,) = ledger.load().values()
+    assert entry["state"] == "failed" and entry["run"] == "run-1"
+    # The alert still fires: the failed cause is tried again, and this time it succeeds.
+    again = retrain_if_needed(causes_from_alerts([drift_alert("temp")]), ledger, start)
+    assert again.started == [{"run": "run-2", "causes": [
+        "FlightDelayFeatureDrift(comparison=drift, feature=temp)"]}]  # fmt: skip
+    assert len(attempts) == 2 and next(iter(ledger.load().values()))["state"] == "succeeded"
+
+
+def test_any_exception_from_the_run_counts_as_failed(tmp_path: Path) -> None:
+    def start(causes: list[Cause]) -> str:
+        raise OSError("disk full")
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    result = retrain_if_needed(causes_from_alerts([drift_alert("temp")]), ledger, start)
+    assert result.failed[0]["run"] is None and "OSError: disk full" in result.failed[0]["error"]
+    assert next(iter(ledger.load().values()))["state"] == "failed"
+
+
+def test_handled_cause_retrains_again_after_the_cooldown(tmp_path: Path) -> None:
+    clock = Clock()
     runs: list[str] = []
-    server = serve_alert_webhook("127.0.0.1", 0, Ledger(tmp_path / "l.json"),
-                                 lambda causes: runs.append("x") or f"run-{len(runs)}")  # fmt: skip
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    payload = {"version": "4", "status": "firing", "alerts": [
-        {"status": "firing", "labels": {"alertname": "FlightDelayFeatureDrift",
-                                        "feature": "temp", "comparison": "skew"}}]}  # fmt: skip
 
-    def post(body: bytes) -> tuple[int, dict]:
-        req = urllib.request.Request(url, body, {"content-type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+    def start(causes: list[Cause]) -> str:
+        runs.append(f"run-{len(runs) + 1}")
+        return runs[-1]
 
-    try:
-        first = post(json.dumps(payload).encode())
-        again = post(json.dumps(payload).encode())  # Alertmanager re-sends while firing
-        bad = post(b"{not json")
-    finally:
-        server.shutdown()
-    assert first[0] == 200 and first[1]["started"][0]["run"] == "run-1"
-    assert again[0] == 200 and again[1]["started"] == [] and runs == ["x"]
-    assert bad[0] == 400 and "bad Alertmanager payload" in bad[1]["error"]
+    ledger = Ledger(tmp_path / "ledger.json", cooldown=timedelta(days=30), clock=clock)
+    cause = causes_from_alerts([drift_alert("temp")])
+    assert retrain_if_needed(cause, ledger, start).started[0]["run"] == "run-1"
+    clock.now += timedelta(days=29)
+    held = retrain_if_needed(cause, ledger, start)
+    assert held.started == [] and "eligible again from 2026-01-31" in held.skipped[0]
+    # The same drift months later is a new problem: it retrains again.
+    clock.now += timedelta(days=2)
+    assert retrain_if_needed(cause, ledger, start).started[0]["run"] == "run-2"
+
+
+def test_claimed_cause_waits_for_its_run_or_its_lease(tmp_path: Path) -> None:
+    clock = Clock()
+    ledger = Ledger(tmp_path / "ledger.json", lease=timedelta(hours=6), clock=clock)
+    cause = causes_from_alerts([drift_alert("temp")])
+    claim = ledger.claim(cause)  # another trigger's run is in progress
+    assert [c.describe() for c in claim.causes] == [cause[0].describe()]
+
+    def start(causes: list[Cause]) -> str:
+        return "run-new"
+
+    held = retrain_if_needed(cause, ledger, start)
+    assert held.started == [] and "in progress" in held.skipped[0]
+    # The claiming process died: once the lease is over, the cause is free again.
+    clock.now += timedelta(hours=7)
+    assert retrain_if_needed(cause, ledger, start).started[0]["run"] == "run-new"
+    # The dead trigger's late report does not overwrite the newer run's entry.
+    ledger.finish(claim, "run-old", succeeded=False)
+    assert next(iter(ledger.load().values()))["run"] == "run-new"
+
+
+def test_ledger_entries_from_before_states_count_as_succeeded(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "ledger.json"
+    cause = causes_from_alerts([drift_alert("temp")])
+    old = {"cause": cause[0].describe(), "run": "run-0", "at": "2025-12-20T00:00:00+00:00"}
+    path.write_text(json.dumps({cause[0].fingerprint: old}))
+    result = retrain_if_needed(cause, Ledger(path, clock=clock), lambda c: "run-1")
+    assert result.started == [] and "already handled by run run-0" in result.skipped[0]
