@@ -9,44 +9,93 @@ The same analysis drives both modes:
   traffic; the analysis reads the same series and the ``production`` alias moves only on promote.
 
 Every decision is recorded in the registry's lineage of the canary version.
+
+Missing evidence never promotes. A version without a request or p99 latency series, with fewer
+than ``min_requests`` requests, a gated slice (see :class:`RolloutThresholds`) absent or under
+``min_slice_requests`` for one version, or a Prometheus that cannot answer, is a **hold** whose
+reason names the version, the slice and the metric. A cluster canary held longer than
+``max_hold_seconds`` is rolled back.
+
+Failure modes of the outbound calls:
+
+- Prometheus (:class:`PrometheusClient`, ``GET /api/v1/query``): each try has a socket timeout;
+  a refused connection, a timeout, a 5xx/429 answer or a body that is not a Prometheus vector is
+  tried again up to ``attempts`` times with exponential backoff, then raises
+  :class:`PrometheusError`. A 4xx (a bad query) is not retried. :func:`analyze` turns the error
+  into a hold, so the decision waits for Prometheus; the hold time limit still applies.
+- Kubernetes API (:class:`ClusterRollout`): every call has a ``(connect, read)`` timeout. The
+  read (``get``) is retried on a timeout, a connection error, 429 or 5xx, with backoff; a
+  ``patch`` is never resent in the same pass. When a patch's answer is lost (timeout, 5xx) the
+  object is read again: if it already shows the traffic and storage URI sent, the step goes on;
+  otherwise :class:`KubeUnconfirmedWrite` is raised and the next pass starts from a fresh read
+  (the patch carries the ``resourceVersion`` read, so a late duplicate is refused with 409).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
 import math
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlops import telemetry as T
+from mlops.retrying import RetryError, retry_call
+
+log = logging.getLogger("mlops.rollout")
 
 Decision = Literal["promote", "hold", "rollback"]
 TRAFFIC_STEPS: tuple[int, ...] = (10, 50, 100)
+_R = TypeVar("_R")
 
 
-@dataclass(frozen=True)
-class RolloutThresholds:
+class RolloutThresholds(BaseModel):
     """When a canary is rolled back, held, or promoted."""
 
-    window: str = "5m"
-    min_requests: int = 200
-    max_error_rate: float = 0.02
-    max_error_rate_increase: float = 0.01
-    max_p99_ratio: float = 1.5
-    max_p99_seconds: float = 0.2
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: str = Field(
+        "5m", pattern=r"^(\d+(ms|[smhdwy]))+$", description="PromQL range analysed."
+    )
+    min_requests: int = Field(200, ge=1, description="Requests each version needs in the window.")
+    min_slice_requests: int = Field(
+        20, ge=1, description="Predictions each version needs in every gated slice."
+    )
+    # A slice is gated (must be seen by both versions) when it carries at least this share of
+    # its slice key's predictions in either version; rarer slices are compared only when both
+    # versions have min_slice_requests, so a rare carrier cannot hold a rollout forever.
+    min_slice_share: float = Field(
+        0.05, gt=0.0, le=1.0, description="Share of a slice key's predictions that gates a slice."
+    )
+    max_hold_seconds: float = Field(
+        3600.0, gt=0.0, description="A cluster canary held longer than this is rolled back."
+    )
+    max_error_rate: float = Field(0.02, ge=0.0)
+    max_error_rate_increase: float = Field(0.01, ge=0.0)
+    max_p99_ratio: float = Field(1.5, gt=0.0)
+    max_p99_seconds: float = Field(0.2, gt=0.0)
     # A retrained model legitimately moves its scores (new months, new base rates): these bound
     # a broken slice (a wrong feature, a bad vocabulary), not an ordinary update. Measured here:
     # the Feb-Mar model against the Jan-Feb one on replayed March flights moved a slice's mean
     # score by up to 0.22 and its positive rate by up to 0.26.
-    max_slice_positive_rate_shift: float = 0.35
-    max_slice_mean_score_shift: float = 0.35
+    max_slice_positive_rate_shift: float = Field(0.35, ge=0.0)
+    max_slice_mean_score_shift: float = Field(0.35, ge=0.0)
 
 
 @dataclass
 class VersionStats:
-    """What Prometheus says about one served version over the window."""
+    """What Prometheus says about one served version over the window.
+
+    ``requests`` and ``p99_seconds`` are NaN when Prometheus has no series for them.
+    """
 
     version: str
     requests: float
@@ -54,6 +103,12 @@ class VersionStats:
     p99_seconds: float
     slice_positive_rate: dict[str, float] = field(default_factory=dict)
     slice_mean_score: dict[str, float] = field(default_factory=dict)
+    slice_requests: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def unknown(cls, version: str) -> VersionStats:
+        """No evidence at all (Prometheus could not be read)."""
+        return cls(version, math.nan, math.nan, math.nan)
 
 
 @dataclass
@@ -67,31 +122,108 @@ class RolloutAnalysis:
     thresholds: RolloutThresholds
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, for lineage events and logs."""
-        return {
+        """JSON-ready form, for lineage events and logs (NaN, which JSON lacks, as ``None``)."""
+        return _finite({
             "decision": self.decision,
             "reasons": self.reasons,
             "canary": asdict(self.canary),
             "stable": asdict(self.stable),
-            "thresholds": asdict(self.thresholds),
-        }
+            "thresholds": self.thresholds.model_dump(),
+        })  # fmt: skip
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus could not answer a query (after the retries, where retrying helps)."""
+
+
+class _Retryable(Exception):
+    """A failure a later try may not see (connection, timeout, 5xx, a garbled body)."""
 
 
 class PrometheusClient:
-    """Minimal client of the Prometheus HTTP API (instant queries)."""
+    """Minimal client of the Prometheus HTTP API (instant queries).
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    Args:
+        url: Base URL of Prometheus.
+        timeout: Seconds each try may wait on the socket (connect, and each read).
+        attempts: Tries of one query, the first included.
+        backoff: Seconds before the second try; doubled before each further one.
+    """
+
+    def __init__(
+        self, url: str, timeout: float = 5.0, attempts: int = 3, backoff: float = 0.5
+    ) -> None:
+        if attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {attempts}")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.attempts = attempts
+        self.backoff = backoff
 
     def query(self, promql: str) -> list[dict[str, Any]]:
-        """Run an instant query; return the result vector."""
-        qs = urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{qs}", timeout=self.timeout) as r:
-            body = json.load(r)
-        if body.get("status") != "success":
-            raise RuntimeError(f"Prometheus query failed: {body.get('error', body)}: {promql}")
-        return list(body["data"]["result"])
+        """Run an instant query; return the result vector.
+
+        Raises:
+            PrometheusError: No valid answer after the tries, or Prometheus refused the query.
+        """
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        try:
+            return retry_call(
+                lambda: self._query_once(url, promql),
+                f"Prometheus at {self.url}",
+                attempts=self.attempts,
+                backoff_s=self.backoff,
+                retryable=lambda err: isinstance(err, _Retryable),
+            )
+        except RetryError as err:
+            raise PrometheusError(
+                f"Prometheus at {self.url} failed {self.attempts} tries ({err.__cause__}): {promql}"
+            ) from err
+
+    def _query_once(self, url: str, promql: str) -> list[dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as err:
+            if err.code >= 500 or err.code == 429:
+                raise _Retryable(f"HTTP {err.code}") from err
+            # 400/422: Prometheus refused the query itself; the same query fails again.
+            raise PrometheusError(
+                f"Prometheus refused the query (HTTP {err.code}: {_error_of(err.read())}): {promql}"
+            ) from err
+        except (OSError, http.client.HTTPException) as err:
+            # URLError, refused connections and socket timeouts are OSErrors.
+            reason = getattr(err, "reason", err)
+            raise _Retryable(f"{type(err).__name__}: {reason}") from err
+        try:
+            body = json.loads(raw)
+            if body.get("status") != "success":
+                raise _Retryable(f"status {body.get('status')!s}: {body.get('error', '')}")
+            data = body["data"]
+            if data["resultType"] not in ("vector", "scalar"):
+                raise _Retryable(f"expected a vector, got {data['resultType']}")
+            result = (
+                data["result"] if data["resultType"] == "vector" else [{"value": data["result"]}]
+            )
+            if not isinstance(result, list):
+                raise _Retryable("data.result is not a list")
+            for series in result:
+                float(series["value"][1])  # every value must parse, or none is used
+                if not isinstance(series.get("metric", {}), dict):
+                    raise _Retryable("a series' metric is not an object")
+            return list(result)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise _Retryable(f"not a Prometheus answer ({type(err).__name__})") from err
 
     def scalar(self, promql: str) -> float:
         """A query expected to return at most one series; NaN when it returns none."""
@@ -102,16 +234,29 @@ class PrometheusClient:
         """A query returning one series per slice, keyed ``slice_key=slice_value``."""
         out = {}
         for series in self.query(promql):
-            labels = series["metric"]
+            labels = series.get("metric", {})
             out[f"{labels.get('slice_key')}={labels.get('slice_value')}"] = float(
                 series["value"][1]
             )
         return out
 
 
+def _error_of(raw: bytes) -> str:
+    """The ``error`` of a Prometheus error body, else a short excerpt of it."""
+    try:
+        return str(json.loads(raw).get("error", ""))[:200]
+    except (ValueError, AttributeError):
+        return raw[:200].decode(errors="replace")
+
+
 def selector(model: str, version: str) -> str:
     """The PromQL label selector of one served version."""
     return f'model="{model}",version="{version}"'
+
+
+def _version_of(sel: str) -> str:
+    """The ``version`` label value of a :func:`selector`."""
+    return dict(kv.split("=", 1) for kv in sel.split(",")).get("version", '""').strip('"')
 
 
 def version_stats(prom: PrometheusClient, sel: str, window: str) -> VersionStats:
@@ -121,8 +266,11 @@ def version_stats(prom: PrometheusClient, sel: str, window: str) -> VersionStats
         prom: The Prometheus to query.
         sel: Label selector of the version, see :func:`selector`.
         window: PromQL range, e.g. ``5m``.
+
+    Raises:
+        PrometheusError: A query failed.
     """
-    version = dict(kv.split("=", 1) for kv in sel.split(",")).get("version", '""').strip('"')
+    version = _version_of(sel)
     requests = prom.scalar(f"sum(increase({T.REQUESTS}{{{sel}}}[{window}]))")
     errors = prom.scalar(f"sum(increase({T.REQUEST_ERRORS}{{{sel}}}[{window}]))")
     p99 = prom.scalar(
@@ -130,6 +278,7 @@ def version_stats(prom: PrometheusClient, sel: str, window: str) -> VersionStats
         f'{{{sel},stage="total"}}[{window}])))'
     )
     total = f"sum by (slice_key, slice_value) (increase({T.PREDICTIONS}{{{sel}}}[{window}]))"
+    slice_requests = prom.by_slice(total)
     # A slice with no positive prediction has no positive series: `or total * 0` makes it 0.
     positive = prom.by_slice(
         f"(sum by (slice_key, slice_value) (increase({T.PREDICTIONS}"
@@ -140,20 +289,92 @@ def version_stats(prom: PrometheusClient, sel: str, window: str) -> VersionStats
         f" / sum by (slice_key, slice_value) (increase({T.PREDICTION_SCORE}_count{{{sel}}}"
         f"[{window}]))"
     )
-    requests = 0.0 if math.isnan(requests) else requests
+    # The serving error counter appears at a version's first error: no series with requests
+    # counted means no error, not missing evidence. No request series stays NaN.
     errors = 0.0 if math.isnan(errors) else errors
     return VersionStats(
         version=version,
         requests=requests,
-        error_rate=errors / requests if requests else 0.0,
+        error_rate=errors / requests if requests and not math.isnan(requests) else 0.0,
         p99_seconds=p99,
         slice_positive_rate={k: v for k, v in positive.items() if not math.isnan(v)},
         slice_mean_score={k: v for k, v in mean_score.items() if not math.isnan(v)},
+        slice_requests={k: v for k, v in slice_requests.items() if not math.isnan(v)},
     )
 
 
+def missing_evidence(
+    canary: VersionStats, stable: VersionStats, th: RolloutThresholds
+) -> tuple[list[str], list[str]]:
+    """What is missing before a promotion, and the slices that can be compared.
+
+    A slice is gated when it carries at least ``min_slice_share`` of its key's predictions in
+    either version: then both versions need ``min_slice_requests`` predictions and both slice
+    metrics in it. A slice below that share in both is compared only when both versions have
+    enough predictions in it.
+
+    Returns:
+        The reasons (each naming the version, the slice and the metric), and the slices whose
+        metrics are compared.
+    """
+    gaps: list[str] = []
+    for role, vs in (("canary", canary), ("stable", stable)):
+        who = f"{role} version {vs.version}"
+        if math.isnan(vs.requests):
+            gaps.append(f"missing evidence: {who} has no request series ({T.REQUESTS})")
+        elif vs.requests < th.min_requests:
+            gaps.append(
+                f"not enough traffic yet: {who} has {vs.requests:.0f} requests over "
+                f"{th.window} (need {th.min_requests})"
+            )
+        if math.isnan(vs.p99_seconds):
+            gaps.append(
+                f"missing evidence: {who} has no p99 latency ({T.STAGE_LATENCY} stage=total)"
+            )
+    keys = sorted(set(canary.slice_requests) | set(stable.slice_requests))
+    if not keys:
+        gaps.append(
+            f"missing evidence: neither version has per-slice predictions ({T.PREDICTIONS})"
+        )
+    compared: list[str] = []
+    for key in keys:
+        gated = any(_share(vs.slice_requests, key) >= th.min_slice_share for vs in (canary, stable))
+        short = []
+        for role, vs in (("canary", canary), ("stable", stable)):
+            who = f"{role} version {vs.version}"
+            n = vs.slice_requests.get(key)
+            if n is None:
+                short.append(f"missing evidence: {who} has no predictions in slice {key}")
+            elif n < th.min_slice_requests:
+                short.append(
+                    f"not enough traffic yet: {who} has {n:.0f} predictions in slice {key} "
+                    f"(need {th.min_slice_requests})"
+                )
+            else:
+                for metric, values in (("positive rate", vs.slice_positive_rate),
+                                       ("mean score", vs.slice_mean_score)):  # fmt: skip
+                    if key not in values:
+                        short.append(f"missing evidence: {who} has no {metric} in slice {key}")
+        if not short:
+            compared.append(key)
+        elif gated:
+            gaps.extend(short)
+    return gaps, compared
+
+
+def _share(counts: dict[str, float], key: str) -> float:
+    """A slice's share of its slice key's predictions (0 when the version has none)."""
+    slice_key = key.split("=", 1)[0]
+    total = sum(v for k, v in counts.items() if k.split("=", 1)[0] == slice_key)
+    return counts.get(key, 0.0) / total if total > 0 else 0.0
+
+
 def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) -> RolloutAnalysis:
-    """Compare canary with stable: roll back on any breach, hold on too little data."""
+    """Compare canary with stable: roll back on any breach, hold on missing evidence.
+
+    A breach seen in the evidence there is rolls back even when other evidence is missing; a
+    promotion needs every version-level and gated-slice figure (see :func:`missing_evidence`).
+    """
     reasons: list[str] = []
     if canary.error_rate > th.max_error_rate:
         reasons.append(
@@ -179,6 +400,7 @@ def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) ->
                 f"canary p99 {canary.p99_seconds * 1000:.1f} ms is more than "
                 f"{th.max_p99_ratio}x stable {stable.p99_seconds * 1000:.1f} ms"
             )
+    gaps, compared = missing_evidence(canary, stable, th)
     per_slice = (
         ("positive rate", canary.slice_positive_rate, stable.slice_positive_rate,
          th.max_slice_positive_rate_shift),
@@ -186,7 +408,7 @@ def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) ->
          th.max_slice_mean_score_shift),
     )  # fmt: skip
     for what, ours, theirs, limit in per_slice:
-        for key in sorted(set(ours) & set(theirs)):
+        for key in compared:
             shift = ours[key] - theirs[key]
             if abs(shift) > limit:
                 reasons.append(
@@ -195,18 +417,15 @@ def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) ->
                 )
     if reasons:
         decision: Decision = "rollback"
-    elif canary.requests < th.min_requests or stable.requests < th.min_requests:
+    elif gaps:
         decision = "hold"
-        reasons.append(
-            f"not enough traffic yet: canary {canary.requests:.0f}, stable "
-            f"{stable.requests:.0f} requests (need {th.min_requests} each)"
-        )
+        reasons.extend(gaps)
     else:
         decision = "promote"
         reasons.append(
             f"canary within every threshold over {canary.requests:.0f} requests: error rate "
             f"{canary.error_rate:.3%}, p99 {canary.p99_seconds * 1000:.1f} ms, "
-            f"{len(canary.slice_positive_rate)} slices compared"
+            f"{len(compared)} slices compared"
         )
     return RolloutAnalysis(decision, reasons, canary, stable, th)
 
@@ -214,10 +433,22 @@ def decide(canary: VersionStats, stable: VersionStats, th: RolloutThresholds) ->
 def analyze(
     prom: PrometheusClient, canary: str, stable: str, th: RolloutThresholds
 ) -> RolloutAnalysis:
-    """Query Prometheus for both versions (label selectors) and decide."""
-    return decide(
-        version_stats(prom, canary, th.window), version_stats(prom, stable, th.window), th
-    )
+    """Query Prometheus for both versions (label selectors) and decide.
+
+    A Prometheus that cannot answer is a hold naming the failed query, never a promotion.
+    """
+    try:
+        canary_stats = version_stats(prom, canary, th.window)
+        stable_stats = version_stats(prom, stable, th.window)
+    except PrometheusError as err:
+        return RolloutAnalysis(
+            "hold",
+            [f"no evidence: {err}"],
+            VersionStats.unknown(_version_of(canary)),
+            VersionStats.unknown(_version_of(stable)),
+            th,
+        )
+    return decide(canary_stats, stable_stats, th)
 
 
 def next_traffic_percent(current: int | None, decision: Decision) -> int | None:
@@ -414,12 +645,40 @@ def record_decision(
     return None if current is None else current.version
 
 
+class KubeUnconfirmedWrite(RuntimeError):
+    """A patch's answer was lost and a fresh read does not show it: nothing is assumed written."""
+
+
+def _kube_transient(err: BaseException) -> bool:
+    """Whether a Kubernetes API failure may pass on a later try: timeouts, lost connections,
+    429 and 5xx. A 4xx (403 by RBAC, 404, 409 on a stale ``resourceVersion``) will not."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(err, ApiException):
+        return err.status == 429 or (err.status or 0) >= 500
+    return isinstance(err, urllib3.exceptions.HTTPError | OSError | http.client.HTTPException)
+
+
 class ClusterRollout:
     """Drives an InferenceService's canary through the Kubernetes API.
 
     Each :meth:`step` reads the object, analyses the canary from Prometheus and writes the next
     ``canaryTrafficPercent`` (10 -> 50 -> removed on promotion, 0 on roll-back). Objects are
-    checked against the KServe SDK's types before they are written.
+    checked against the KServe SDK's types before they are written. A canary held (missing
+    evidence, Prometheus down) for ``thresholds.max_hold_seconds`` is rolled back.
+
+    Args:
+        api: ``kubernetes.client.CustomObjectsApi`` (or anything with its two methods).
+        prom: The Prometheus the analysis reads.
+        registry: The model registry (``mlops.registry.ModelRegistry``).
+        name: The InferenceService.
+        namespace: Its namespace.
+        model_name: Registered model name.
+        thresholds: Rollout thresholds.
+        request_timeout: Seconds each API call may take to connect, and to read the answer.
+        attempts: Tries of a read (``get``), the first included; a patch is sent once.
+        backoff: Seconds before the second read; doubled before each further one.
     """
 
     def __init__(
@@ -431,26 +690,54 @@ class ClusterRollout:
         namespace: str,
         model_name: str,
         thresholds: RolloutThresholds,
+        request_timeout: float = 10.0,
+        attempts: int = 3,
+        backoff: float = 0.5,
     ) -> None:
         self.api, self.prom, self.registry = api, prom, registry
         self.name, self.namespace, self.model_name = name, namespace, model_name
         self.thresholds = thresholds
+        self.request_timeout, self.attempts, self.backoff = request_timeout, attempts, backoff
 
     @classmethod
     def from_kubeconfig(cls, **kwargs: Any) -> ClusterRollout:
-        """Build with in-cluster config, or the current kubeconfig context outside a cluster."""
+        """Build with in-cluster config, or the current kubeconfig context outside a cluster.
+
+        The client's own urllib3 retries are turned off: :meth:`get` retries with backoff
+        itself, and a patch is never resent blindly.
+        """
         from kubernetes import client, config
 
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(api=client.CustomObjectsApi(), **kwargs)
+        configuration = client.Configuration.get_default_copy()
+        configuration.retries = 0
+        return cls(api=client.CustomObjectsApi(client.ApiClient(configuration)), **kwargs)
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        # The kubernetes client takes an int or a (connect, read) pair, not a float.
+        return (self.request_timeout, self.request_timeout)
+
+    def _read(self, call: Callable[[], _R], what: str) -> _R:
+        """An idempotent read, tried ``attempts`` times on transient failures, with backoff."""
+        try:
+            return retry_call(call, what, attempts=self.attempts, backoff_s=self.backoff,
+                              retryable=_kube_transient)  # fmt: skip
+        except RetryError as err:
+            # Callers handle the API's own errors (e.g. a 404) whatever the tries were.
+            raise err.__cause__ from err  # type: ignore[misc]
 
     def get(self) -> dict[str, Any]:
-        """The InferenceService as the API server has it (verb ``get``)."""
-        return dict(self.api.get_namespaced_custom_object(
-            ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name))  # fmt: skip
+        """The InferenceService as the API server has it (verb ``get``, retried)."""
+        return self._read(
+            lambda: dict(self.api.get_namespaced_custom_object(
+                ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name,
+                _request_timeout=self._timeout)),
+            f"get {self.namespace}/{self.name}",
+        )  # fmt: skip
 
     def _patch(self, current: dict[str, Any], desired: dict[str, Any]) -> None:
         """Send what turns ``current`` into ``desired`` as a JSON merge patch (verb ``patch``).
@@ -461,6 +748,10 @@ class ClusterRollout:
         object read carries its ``resourceVersion``, sent back as a precondition: the API server
         answers 409 if the InferenceService changed since it was read (e.g. the deploy step
         started another canary), and the next pass reads it again.
+
+        The patch is sent once. When its answer is lost (timeout, connection, 5xx) the object
+        is read again: it either shows what was sent (done) or :class:`KubeUnconfirmedWrite`
+        is raised, and the next pass starts from a fresh read.
         """
         from mlops.k8s_validate import validate_inference_service
 
@@ -475,8 +766,22 @@ class ClusterRollout:
         version = current.get("metadata", {}).get("resourceVersion")
         if version:
             body.setdefault("metadata", {})["resourceVersion"] = version
-        self.api.patch_namespaced_custom_object(
-            ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name, body)  # fmt: skip
+        try:
+            self.api.patch_namespaced_custom_object(
+                ISVC_GROUP, ISVC_VERSION, self.namespace, ISVC_PLURAL, self.name, body,
+                _request_timeout=self._timeout)  # fmt: skip
+        except Exception as err:
+            if not _kube_transient(err):
+                raise
+            now = self.get()
+            if _rollout_fields(now) == _rollout_fields(desired):
+                log.warning("patch answer lost (%s); a fresh read shows it applied",
+                            type(err).__name__)  # fmt: skip
+                return
+            raise KubeUnconfirmedWrite(
+                f"patch of {self.namespace}/{self.name} not confirmed ({type(err).__name__}); "
+                "the next pass reads it again"
+            ) from err
 
     def state(self, obj: dict[str, Any] | None = None) -> ServiceState:
         """Where the rollout stands: the object's canary against the registry's production."""
@@ -532,6 +837,10 @@ class ClusterRollout:
         of ``canary_version``: ``canaryTrafficPercent`` above 0 on a version other than
         production. A stray step therefore never starts, restarts or re-promotes a canary.
 
+        A hold is recorded once (``canary_held`` with ``held_since``); once it has lasted
+        ``thresholds.max_hold_seconds`` the canary is rolled back, the reasons saying what
+        evidence was still missing.
+
         Args:
             canary_version: The version the canary serves.
             stable_version: The version it is compared with.
@@ -549,6 +858,14 @@ class ClusterRollout:
             selector(self.model_name, str(stable_version)),
             self.thresholds,
         )
+        held_since = self._held_since(canary_version)
+        if analysis.decision == "hold" and held_since is not None:
+            held = time.time() - held_since
+            if held >= self.thresholds.max_hold_seconds:
+                analysis.decision = "rollback"
+                analysis.reasons.insert(0, (
+                    f"held {held:.0f} s, over the limit of {self.thresholds.max_hold_seconds:.0f}"
+                    " s, without the evidence to promote"))  # fmt: skip
         traffic = next_traffic_percent(current, analysis.decision)
         if traffic != current:
             self._patch(obj, canary_patch(obj, None, traffic))
@@ -559,13 +876,38 @@ class ClusterRollout:
                 {"traffic_percent": traffic, **analysis.to_dict()},
             )  # fmt: skip
             production = state.production_version
-        elif analysis.decision == "hold" and self._last_event(canary_version) == "canary_held":
+        elif analysis.decision == "hold" and held_since is not None:
             # The controller steps every interval: a hold is recorded once, not once a minute.
+            production = state.production_version
+        elif analysis.decision == "hold":
+            self.registry.record_event(
+                self.model_name, canary_version, "canary_held",
+                {"held_since": time.time(), **analysis.to_dict()},
+            )  # fmt: skip
             production = state.production_version
         else:
             production = record_decision(self.registry, self.model_name, canary_version, analysis)
         return StepResult(analysis, traffic, production)
 
-    def _last_event(self, version: int) -> str | None:
+    def held_seconds(self, canary_version: int) -> float | None:
+        """How long the canary has been held, ``None`` when its last event is not a hold."""
+        since = self._held_since(canary_version)
+        return None if since is None else max(0.0, time.time() - since)
+
+    def _held_since(self, version: int) -> float | None:
+        """Unix time the current hold began: the last event, when it is ``canary_held``."""
+        from datetime import datetime
+
         events = self.registry.lineage(self.model_name, version).events
-        return str(events[-1]["kind"]) if events else None
+        if not events or events[-1]["kind"] != "canary_held":
+            return None
+        since = events[-1].get("details", {}).get("held_since")
+        if isinstance(since, int | float):
+            return float(since)
+        return datetime.fromisoformat(str(events[-1]["at"])).timestamp()
+
+
+def _rollout_fields(obj: dict[str, Any]) -> tuple[str | None, Any]:
+    """What a rollout patch sets: the predictor's storage URI and ``canaryTrafficPercent``."""
+    return (predictor_storage_uri(obj),
+            obj.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent"))  # fmt: skip

@@ -6,10 +6,18 @@ registry's ``production`` alias, and, when a canary takes traffic, calls
 :meth:`mlops.rollout.ClusterRollout.step` (analysis from Prometheus, then 10 -> 50 -> promoted
 or rolled back to 0). It exports the state as ``flight_delay_rollout_state{model, version,
 state}`` (1 for the current state, 0 for the others), which the ``FlightDelayCanaryRolledBack``
-alert reads. A pass with no canary running sends nothing to the API server.
+alert reads, and ``flight_delay_rollout_hold_seconds{model, version}``: how long the canary has
+been held for missing evidence (0 when it is not held). A pass with no canary running sends
+nothing to the API server.
 
-Errors of a pass (API server, Prometheus, registry) are logged and counted; the next pass tries
-again. Run it as ``mlops rollout-controller`` (the chart's ``rolloutController`` Deployment).
+Failure modes. Prometheus down, slow or answering garbage: the analysis holds (the pass itself
+completes, the reason names the failed query) and the canary is rolled back once held for
+``--max-hold-seconds``. API server slow or down: the read is retried with backoff
+(``--kube-timeout`` per call), then the pass fails with nothing written; a patch whose answer is
+lost is confirmed by a fresh read, or the pass fails and the next one starts again. Errors of a
+pass (API server, registry) are logged and counted; the next pass tries again.
+
+Run it as ``mlops rollout-controller`` (the chart's ``rolloutController`` Deployment).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_NAMESPACE = "flight-delay"
 LAST_PASS = f"{T.PREFIX}_rollout_last_pass_timestamp_seconds"  # gauge{model}: last good pass
 PASS_ERRORS = f"{T.PREFIX}_rollout_pass_errors"  # counter{model}: failed passes
+HOLD_SECONDS = f"{T.PREFIX}_rollout_hold_seconds"  # gauge{model, version}: time held, 0 if not
 
 
 class RolloutMetrics:
@@ -61,6 +70,10 @@ class RolloutMetrics:
             ["model"], registry=self.registry,
         )  # fmt: skip
         self.errors.labels(model_name)  # exported as 0 from the start
+        self.hold = Gauge(
+            HOLD_SECONDS, "Seconds the canary has been held for missing evidence, 0 if not held",
+            ["model", "version"], registry=self.registry,
+        )  # fmt: skip
         self._version: str | None = None
 
     def set_state(self, version: int | None, state: str | None) -> None:
@@ -70,10 +83,17 @@ class RolloutMetrics:
         if self._version is not None and self._version != label:
             for s in T.ROLLOUT_STATES:
                 self.state.remove(self.model_name, self._version, s)
+            self.hold.remove(self.model_name, self._version)
         self._version = label
         if label is not None:
             for s in T.ROLLOUT_STATES:
                 self.state.labels(self.model_name, label, s).set(1 if s == state else 0)
+            if state != "canary":
+                self.hold.labels(self.model_name, label).set(0)
+
+    def set_hold(self, version: int, held_seconds: float) -> None:
+        """Export how long ``version`` has been held (0: it is not held)."""
+        self.hold.labels(self.model_name, str(version)).set(held_seconds)
 
     def pass_done(self) -> None:
         """Record a completed pass."""
@@ -131,6 +151,10 @@ class RolloutController:
                 else:
                     after = ServiceState(before.version, step.traffic_percent,
                                          step.production_version)  # fmt: skip
+                    held = self.rollout.held_seconds(before.version)
+                    self.metrics.set_hold(
+                        before.version, held if step.analysis.decision == "hold" and held else 0.0
+                    )
                     log.info(
                         "canary %s: %s -> traffic %s (%s)", before.version,
                         step.analysis.decision, step.traffic_percent,
@@ -164,6 +188,11 @@ def pod_namespace(path: Path = NAMESPACE_FILE) -> str:
         return DEFAULT_NAMESPACE
 
 
+def _default(name: str) -> Any:
+    """A rollout threshold's default, so the flags and the typed config agree."""
+    return RolloutThresholds.model_fields[name].default
+
+
 def add_rollout_controller_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``rollout-controller`` to the ``mlops`` subcommands."""
     p = sub.add_parser("rollout-controller", help="drive the InferenceService's canary")
@@ -178,10 +207,26 @@ def add_rollout_controller_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=60.0, help="seconds between passes")
     p.add_argument("--metrics-port", type=int, default=9100, help="port of /metrics (0: none)")
     p.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics")
-    p.add_argument("--window", default=RolloutThresholds.window, help="analysis window (PromQL)")
+    p.add_argument("--window", default=_default("window"), help="analysis window (PromQL)")
     p.add_argument(
-        "--min-requests", type=int, default=RolloutThresholds.min_requests,
+        "--min-requests", type=int, default=_default("min_requests"),
         help="requests each version needs before a decision",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-slice-requests", type=int, default=_default("min_slice_requests"),
+        help="predictions each version needs in every gated slice",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-hold-seconds", type=float, default=_default("max_hold_seconds"),
+        help="roll back a canary held this long for missing evidence",
+    )  # fmt: skip
+    p.add_argument(
+        "--prometheus-timeout", type=float, default=5.0,
+        help="seconds per Prometheus query try (3 tries with backoff)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kube-timeout", type=float, default=10.0,
+        help="seconds per Kubernetes API call (reads: 3 tries with backoff)",
     )  # fmt: skip
     p.add_argument("--once", action="store_true", help="one pass, then exit (1 if it failed)")
 
@@ -194,13 +239,17 @@ def cli_rollout_controller(args: argparse.Namespace, default_registry: str) -> i
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rollout = ClusterRollout.from_kubeconfig(
-        prom=PrometheusClient(args.prometheus_url),
+        prom=PrometheusClient(args.prometheus_url, timeout=args.prometheus_timeout),
         registry=ModelRegistry(args.registry_uri or default_registry),
         name=args.inference_service,
         namespace=args.namespace or pod_namespace(),
         model_name=args.model_name,
-        thresholds=RolloutThresholds(window=args.window, min_requests=args.min_requests),
-    )
+        thresholds=RolloutThresholds(
+            window=args.window, min_requests=args.min_requests,
+            min_slice_requests=args.min_slice_requests, max_hold_seconds=args.max_hold_seconds,
+        ),
+        request_timeout=args.kube_timeout,
+    )  # fmt: skip
     controller = RolloutController(rollout, RolloutMetrics(args.model_name))
     if args.metrics_port:
         start_http_server(

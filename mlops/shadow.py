@@ -4,7 +4,9 @@ Starts the real KServe model server on 127.0.0.1 with the ``production`` version
 ``<model>`` and the candidate as ``<model>-candidate`` (one process, both models), and a real
 Prometheus scraping it. Held-out flights are replayed to both; the rollout analysis of
 :mod:`mlops.rollout` then reads the same series it reads for a cluster canary, and the decision
-is recorded in the registry (``production`` moves only on promote).
+is recorded in the registry (``production`` moves only on promote). Missing evidence (a series
+absent, too few requests, Prometheus failing) is a hold: the replay is one-off, so a held
+candidate stays where it is and ``production`` does not move.
 """
 
 from __future__ import annotations
@@ -196,7 +198,14 @@ def shadow_rollout(
     if stable is None:
         raise ValueError(f"{model_name} has no production version to compare with")
     candidate = registry.get(model_name, candidate_version)
-    th = thresholds or RolloutThresholds(window="5m", min_requests=min(200, requests // 2))
+    # Both versions see the same replay, so a slice at the gating share (5 %) of `requests`
+    # flights holds about requests / 20 predictions in each; a third less leaves room for
+    # increase()'s extrapolation over a short series.
+    th = thresholds or RolloutThresholds(
+        window="5m",
+        min_requests=max(1, min(200, requests // 2)),
+        min_slice_requests=max(1, min(20, requests // 30)),
+    )
     registry.record_event(model_name, candidate_version, "shadow_started",
                           {"stable_version": stable.version, "requests": requests})  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="shadow-") as tmp:

@@ -6,6 +6,9 @@ merge ``patch`` (RFC 7386, with the ``metadata.resourceVersion`` precondition a 
 applies: 409 when it is stale), refuses every other method and patch type the way the API server
 does for a custom resource, and records every request: method, path, query, content type and
 body. With ``rules`` (a Role's) it answers 403 for a request they do not allow, as RBAC would.
+``delays`` makes it slow, for the controller's timeouts: a GET waits before it is answered, a
+PATCH is applied first and answered late (the write lands, its answer is lost to a client that
+gave up), and ``failures`` answers the next N requests of a method with 503.
 
 What it does not do: admission webhooks (KServe's validating webhook), the CRD's OpenAPI
 validation and pruning, field managers, watches; the tests check objects with the KServe SDK's
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,6 +132,8 @@ class FakeKubeAPI:
         self._lock = threading.Lock()
         self._version = 1000
         self._server: ThreadingHTTPServer | None = None
+        self.delays: dict[str, float] = {}  # method -> seconds (see the module docstring)
+        self.failures: dict[str, int] = {}  # method -> how many more requests answer 503
 
     @staticmethod
     def path_of(obj: dict[str, Any], plural: str) -> str:
@@ -176,6 +182,13 @@ class FakeKubeAPI:
             body = raw_body.decode(errors="replace")
         with self._lock:
             self.requests.append(Request(method, parsed.path, query, content_type, body))
+            failing = self.failures.get(method, 0)
+            if failing:
+                self.failures[method] = failing - 1
+        if failing:
+            return 503, _status(503, "ServiceUnavailable", "the server is overloaded")
+        if method == "GET" and self.delays.get("GET"):
+            time.sleep(self.delays["GET"])
         try:
             attrs = attributes(method, parsed.path, query)
         except (ValueError, IndexError, KeyError):
@@ -206,7 +219,10 @@ class FakeKubeAPI:
             meta["resourceVersion"] = str(self._version)
             self.objects[parsed.path] = patched
             self.history.append(copy.deepcopy(patched))
-            return 200, copy.deepcopy(patched)
+            answer = copy.deepcopy(patched)
+        if self.delays.get("PATCH"):
+            time.sleep(self.delays["PATCH"])  # applied, answered late
+        return 200, answer
 
     @contextmanager
     def serve(self) -> Iterator[FakeKubeAPI]:

@@ -7,6 +7,10 @@
   held-out flights (:mod:`mlops.shadow`);
 - ``cluster``: the InferenceService's canary starts at 10 % of traffic (:mod:`mlops.rollout`);
   the rollout controller then steps it to 50 % and promotes, or rolls it back.
+
+Missing evidence (a series absent, too few requests, Prometheus failing) is a hold, never a
+promotion. The timeouts and retries of the Prometheus and Kubernetes API calls, and what happens
+when they still fail, are in :mod:`mlops.rollout` and this component's README.
 """
 
 from __future__ import annotations

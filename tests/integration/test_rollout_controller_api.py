@@ -163,8 +163,9 @@ def cluster(backend: Backend, chart_isvc: dict, rollout_role_rules: list) -> Ite
         custom = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=api.url)))
         prom = PrometheusClient(backend.prometheus_url)
         # Separate processes on a shared 2-core machine: latency is not what is under test.
-        th = RolloutThresholds(window="5m", min_requests=100, max_p99_ratio=4.0,
-                               max_p99_seconds=1.0)  # fmt: skip
+        # 160 replayed flights a round: a slice at the gating share (5 %) has about 8.
+        th = RolloutThresholds(window="5m", min_requests=100, min_slice_requests=5,
+                               max_p99_ratio=4.0, max_p99_seconds=1.0)  # fmt: skip
         rollout = ClusterRollout(custom, prom, backend.registry, MODEL, NAMESPACE, MODEL, th)
         controller = RolloutController(rollout, RolloutMetrics(MODEL))
         server, thread = start_http_server(backend.controller_metrics_port, "127.0.0.1",

@@ -23,13 +23,19 @@ from mlops.registry import Lineage, ModelRegistry, version_from_uri
 from mlops.rollout import (
     ClusterRollout,
     PrometheusClient,
+    PrometheusError,
     RolloutThresholds,
     canary_patch,
     merge_patch,
     predictor_storage_uri,
     service_state,
 )
-from mlops.rollout_controller import RolloutController, RolloutMetrics, pod_namespace
+from mlops.rollout_controller import (
+    HOLD_SECONDS,
+    RolloutController,
+    RolloutMetrics,
+    pod_namespace,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -150,10 +156,12 @@ class MemoryAPI:
         self.obj["metadata"]["resourceVersion"] = "1"
         self.patches: list[dict[str, Any]] = []
 
-    def get_namespaced_custom_object(self, *args: str) -> dict[str, Any]:
+    def get_namespaced_custom_object(self, *args: str, _request_timeout: Any) -> dict[str, Any]:
+        assert _request_timeout  # every call has a timeout
         return copy.deepcopy(self.obj)
 
-    def patch_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+    def patch_namespaced_custom_object(self, *args: Any, _request_timeout: Any) -> dict[str, Any]:
+        assert _request_timeout
         body = args[-1]
         assert body["metadata"]["resourceVersion"] == self.obj["metadata"]["resourceVersion"]
         self.patches.append(copy.deepcopy(body))
@@ -175,7 +183,8 @@ def _apply(target: Any, patch: Any) -> Any:
 
 
 class CannedPrometheus(PrometheusClient):
-    """Every version served 1000 requests at 10 ms; ``failing`` versions erred on 10 %."""
+    """Every version served 1000 requests at 10 ms, 500 in each of two slices; ``failing``
+    versions erred on 10 %."""
 
     def __init__(self, failing: tuple[str, ...] = ()) -> None:
         super().__init__("http://prometheus.invalid")
@@ -184,8 +193,19 @@ class CannedPrometheus(PrometheusClient):
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         if self.down:
-            raise OSError("connection refused")
+            # What PrometheusClient raises once its tries are spent (real servers:
+            # tests/integration/test_rollout_evidence.py).
+            raise PrometheusError("Prometheus at http://prometheus.invalid failed 3 tries")
         version = promql.split('version="', 1)[1].split('"', 1)[0]
+        if "slice_key" in promql:
+            if T.PREDICTION_SCORE in promql:
+                value = 0.25
+            elif 'outcome="positive"' in promql:
+                value = 0.2
+            else:
+                value = 500.0
+            return [{"metric": {"slice_key": "carrier", "slice_value": v}, "value": [0, str(value)]}
+                    for v in ("UA", "other")]  # fmt: skip
         if T.REQUEST_ERRORS in promql:
             value = 100.0 if version in self.failing else 0.0
         elif T.REQUESTS in promql:
@@ -299,19 +319,88 @@ def test_an_invalid_object_is_never_sent(chart_isvc, registry) -> None:
     assert api.patches == []
 
 
-def test_errors_are_counted_and_the_next_pass_goes_on(chart_isvc, registry) -> None:
+def test_prometheus_down_holds_then_the_next_pass_goes_on(chart_isvc, registry) -> None:
     prom = CannedPrometheus()
     controller, api = _controller(chart_isvc, registry, prom)
     controller.rollout.start(2, URI.format(2))
     prom.down = True
-    assert controller.run_safely() is None
-    errors = {"model": MODEL}
-    assert controller.metrics.registry.get_sample_value(f"{T.PREFIX}_rollout_pass_errors_total",
-                                                        errors) == 1  # fmt: skip
-    assert api.obj["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    result = controller.run_safely()
+    assert result is not None and result.step is not None
+    assert result.step.analysis.decision == "hold"
+    assert result.step.analysis.reasons == [
+        "no evidence: Prometheus at http://prometheus.invalid failed 3 tries"
+    ]
+    assert api.obj["spec"]["predictor"]["canaryTrafficPercent"] == 10 and len(api.patches) == 1
+    hold = {"model": MODEL, "version": "2"}
+    assert controller.metrics.registry.get_sample_value(HOLD_SECONDS, hold) is not None
+    assert _gauge(controller.metrics, 2)["canary"] == 1
     prom.down = False
     assert controller.run_safely() is not None
     assert api.obj["spec"]["predictor"]["canaryTrafficPercent"] == 50
+    assert controller.metrics.registry.get_sample_value(HOLD_SECONDS, hold) == 0
+    kinds = [e["kind"] for e in registry.lineage(MODEL, 2).events]
+    assert kinds[-3:] == ["canary_started", "canary_held", "canary_traffic_raised"]
+
+
+def test_a_hold_past_the_time_limit_rolls_back(chart_isvc, registry) -> None:
+    import time
+
+    prom = CannedPrometheus()
+    controller, api = _controller(chart_isvc, registry, prom)
+    controller.rollout.thresholds = RolloutThresholds(min_requests=100, max_hold_seconds=1.0)
+    controller.rollout.start(2, URI.format(2))
+    prom.down = True
+    first = controller.run_once()
+    assert first.step is not None and first.step.analysis.decision == "hold"
+    assert api.obj["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    time.sleep(1.2)
+    second = controller.run_once()
+    assert second.step is not None and second.step.analysis.decision == "rollback"
+    assert second.step.analysis.reasons[0].endswith("over the limit of 1 s, without the "
+                                                    "evidence to promote")  # fmt: skip
+    assert api.obj["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert registry.resolve(MODEL, "production").version == 1
+    assert _gauge(controller.metrics, 2)["rolled_back"] == 1
+    kinds = [e["kind"] for e in registry.lineage(MODEL, 2).events]
+    assert kinds[-3:] == ["canary_started", "canary_held", "rolled_back"]
+
+
+def test_api_errors_are_counted_and_nothing_is_written(chart_isvc, registry) -> None:
+    controller, api = _controller(chart_isvc, registry, CannedPrometheus())
+    controller.rollout.start(2, URI.format(2))
+    controller.rollout.backoff = 0.01
+    calls = []
+
+    def refused(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs["_request_timeout"])
+        raise ConnectionRefusedError("connection refused")
+
+    api.get_namespaced_custom_object = refused  # type: ignore[method-assign]
+    assert controller.run_safely() is None
+    assert len(calls) == 3  # the read is retried, then the pass gives up
+    errors = {"model": MODEL}
+    assert controller.metrics.registry.get_sample_value(f"{T.PREFIX}_rollout_pass_errors_total",
+                                                        errors) == 1  # fmt: skip
+    assert len(api.patches) == 1  # the start only
+
+
+def test_a_stray_step_without_a_canary_creates_none(chart_isvc, registry) -> None:
+    controller, api = _controller(chart_isvc, registry, CannedPrometheus())
+    events = {v: len(registry.lineage(MODEL, v).events) for v in (1, 2, 3)}
+    # Production only, no canaryTrafficPercent: a step for any version sends and records nothing.
+    assert controller.rollout.step(2, 1) is None
+    assert controller.rollout.step(1, 1) is None
+    assert api.patches == []
+    # A rolled-back canary (traffic 0) and a step for a version other than the canary's.
+    controller.rollout.start(2, URI.format(2))
+    assert controller.rollout.step(3, 1) is None
+    api.obj["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    assert controller.rollout.step(2, 1) is None
+    assert len(api.patches) == 1  # the start only
+    assert "canaryTrafficPercent" in api.obj["spec"]["predictor"]
+    assert {v: len(registry.lineage(MODEL, v).events) for v in (1, 3)} == {1: events[1],
+                                                                          3: events[3]}  # fmt: skip
+    assert [e["kind"] for e in registry.lineage(MODEL, 2).events][events[2] :] == ["canary_started"]
 
 
 # -- CLI and chart ----------------------------------------------------------------------------
@@ -396,6 +485,10 @@ def test_cli_once_reads_through_kubeconfig_and_survives_an_unreachable_prometheu
             env={"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin"},
             capture_output=True, text=True, cwd=tmp_path, timeout=120,
         )  # fmt: skip
-    assert proc.returncode == 1, proc.stderr
-    assert "rollout pass failed; trying again next interval" in proc.stderr
+    # Prometheus unreachable is no evidence: the pass holds the canary, it neither fails nor
+    # promotes, and the reason names the Prometheus it could not read.
+    assert proc.returncode == 0, proc.stderr
+    assert "hold -> traffic 10 (no evidence: Prometheus at http://127.0.0.1:9 failed 3 tries" in (
+        proc.stderr)  # fmt: skip
     assert {r.method for r in api.requests} == {"GET"}  # read the canary, patched nothing
+    assert registry.lineage(MODEL, 2).events[-1]["kind"] == "canary_held"
