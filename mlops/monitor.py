@@ -23,7 +23,9 @@ were written to its output directory) and Prometheus keeps the previous push's v
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +38,8 @@ import pandas as pd
 from mlops import features as F
 from mlops import telemetry as T
 from mlops.registry import download_tree
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,7 +80,9 @@ def request_log_files(source: str | Path) -> list[str]:
         found = fs.glob(posixpath.join(path, "*.jsonl"))
     elif fs.isfile(path):
         stem, ext = posixpath.splitext(path)
-        found = [path, *fs.glob(f"{stem}-*{ext}")]
+        # Only this file's rotations: another log may share the stem as a prefix.
+        rotated = re.compile(re.escape(stem) + r"-\d{8}T\d{12}Z" + re.escape(ext))
+        found = [path, *(p for p in fs.glob(f"{stem}-*{ext}") if rotated.fullmatch(p))]
     else:
         found = []
     files = sorted({p for p in found if fs.isfile(p)})
@@ -105,7 +111,12 @@ def read_request_log(source: str | Path) -> pd.DataFrame:
     """
     rows = []
     for uri in request_log_files(source):
-        for line in _read_lines(uri):
+        try:
+            lines = _read_lines(uri)
+        except FileNotFoundError:  # rotated away (the serving side keeps a bounded number)
+            log.warning("request log file %s was deleted before it was read", uri)
+            continue
+        for line in lines:
             rec = json.loads(line)
             rows.append({**rec.get("features", {}), "request_id": rec["request_id"],
                          "row": rec.get("row", 0), "score": rec["score"],

@@ -19,7 +19,7 @@ MISSING_ENTITIES = f"{PREFIX}_missing_entities_total"  # counter{model, version,
 MODEL_BATCH_ROWS = f"{PREFIX}_model_batch_rows"  # histogram{model, version}: rows per model call
 FEATURE_CACHE = f"{PREFIX}_feature_cache_total"  # counter{result in FEATURE_CACHE_RESULTS}
 
-ERROR_KINDS = ("bad_request", "feature_lookup", "predict", "internal")
+ERROR_KINDS = ("bad_request", "feature_lookup", "predict", "unavailable", "internal")
 STAGES = ("feature_lookup", "predict", "total")
 OUTCOMES = ("positive", "negative")
 FEATURE_CACHE_RESULTS = ("hit", "stale_hit", "miss", "read", "read_error")

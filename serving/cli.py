@@ -15,6 +15,19 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--second-model-dir", default=None, help="a second version side by side")
     p.add_argument("--model-name", default="flight-delay")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        help="also serve the V2 inference protocol over gRPC on this port (0: off)",
+    )
+    # The default is the server's (serving.server, which imports KServe: not at CLI start-up).
+    p.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="largest request body accepted, 413 past it (default: 2 MiB)",
+    )
     p.add_argument("--feast-repo", type=Path, default=Path("feature_repo"))
     p.add_argument("--request-log", type=Path, default=Path("runs/serving/requests.jsonl"))
     p.add_argument("--missing-entity-policy", choices=("impute", "reject"), default="impute")
@@ -40,7 +53,10 @@ def cli_serve(args: argparse.Namespace, default_registry: str = "registry") -> i
         f"--http_port={args.port}",
         f"--request_log={args.request_log}",
         f"--missing_entity_policy={args.missing_entity_policy}",
+        f"--grpc_port={args.grpc_port}",
     ]
+    if args.max_request_bytes is not None:
+        argv.append(f"--max_request_bytes={args.max_request_bytes}")
     if args.second_model_dir:
         argv.append(f"--second_model_dir={args.second_model_dir}")
     return transformer.main(argv)

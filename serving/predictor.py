@@ -20,7 +20,7 @@ from typing import Any
 
 import kserve
 import numpy as np
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from mlops import features as F
@@ -28,11 +28,20 @@ from mlops.rollout import STORAGE_URI_ENV
 from serving import metrics as M
 from serving.runtime import (
     CATEGORICAL,
+    DEFAULT_CALL_TIMEOUT_S,
     NUMERIC,
     SCORE,
     ModelProcess,
+    ModelProcessError,
     SavedModelScorer,
 )
+from serving.server import PredictError, add_server_args
+from serving.validation import RequestError, v2_input_types, validate_v2_inputs
+
+# Rows waiting for the model past which a request is refused (503): ~64 full batches, well under a
+# second of model time, so a refused client retries rather than queueing behind a stalled model.
+DEFAULT_MAX_QUEUE_ROWS = 4096
+RETRY_AFTER_S = 1
 
 
 def version_of(model_dir: str | Path) -> str:
@@ -93,6 +102,9 @@ class Inputs:
 
 def rows_to_inputs(rows: list[dict[str, Any]]) -> Inputs:
     """Full feature rows to packed inputs (``None``/NaN missing); a bad value names its feature."""
+    for i, r in enumerate(rows):
+        if not isinstance(r, Mapping):
+            raise InvalidInput(f"instances[{i}]: each instance must be an object")
     try:
         numeric = np.array([[_float(r.get(n)) for n in NUMERIC] for r in rows], dtype=np.float32)
         categorical = np.array(
@@ -134,6 +146,22 @@ class Batch:
     request_id: str = ""
 
 
+class ModelUnavailable(ModelNotReady, PredictError):
+    """The model cannot take a request now (queue full, model process restarting): retry later.
+
+    A ``ModelNotReady`` (503) for the server, and a ``PredictError`` for the embedded transformer,
+    which passes those on unchanged.
+
+    Attributes:
+        retry_after_s: Seconds a client should wait before retrying (``Retry-After``).
+    """
+
+    def __init__(self, model_name: str, detail: str, retry_after_s: int = RETRY_AFTER_S) -> None:
+        super().__init__(model_name)
+        self.error_msg = f"model {model_name}: {detail}"
+        self.retry_after_s = retry_after_s
+
+
 class FlightDelayPredictor(kserve.Model):
     """Runs the flight-delay SavedModel's ``serving_default`` signature.
 
@@ -145,6 +173,13 @@ class FlightDelayPredictor(kserve.Model):
             in this one; the default, see that module for why.
         workers: Model processes; calls run on idle ones in parallel. One is fastest on two
             cores (measured: two gave 0.8x the throughput).
+        call_timeout_s: Deadline of a model call; a model process that misses it is killed and
+            started again, and the call's requests fail (502). None for no deadline.
+        max_queue_rows: Rows that may wait for the model; a request past it is refused with a
+            503 and ``Retry-After`` (one request alone is always taken).
+
+    ``ready`` (the V1/V2 model-ready endpoints) is False while no model process is up, e.g.
+    while a hung or dead one is started again; requests then fail at once with a 503.
     """
 
     def __init__(
@@ -154,12 +189,22 @@ class FlightDelayPredictor(kserve.Model):
         version: str | None = None,
         isolate: bool = True,
         workers: int = 1,
+        call_timeout_s: float | None = DEFAULT_CALL_TIMEOUT_S,
+        max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
     ) -> None:
+        if call_timeout_s is not None and call_timeout_s <= 0:
+            raise ValueError(f"call_timeout_s: must be > 0, got {call_timeout_s}")
+        if max_queue_rows < 1:
+            raise ValueError(f"max_queue_rows: must be >= 1, got {max_queue_rows}")
+        self._loaded = False  # before super(), whose __init__ sets ``ready``
         super().__init__(name)
         self.model_dir = model_dir
         self.version = version or version_of(model_dir)
         self.isolate = isolate
         self.workers = workers if isolate else 1
+        self.call_timeout_s = call_timeout_s
+        self.max_queue_rows = max_queue_rows
+        self._queued_rows = 0
         self._scorers: list[SavedModelScorer | ModelProcess] = []
         self._idle: list[SavedModelScorer | ModelProcess] = []
         self._queue: list[tuple[Inputs, asyncio.Future[np.ndarray]]] = []
@@ -167,12 +212,34 @@ class FlightDelayPredictor(kserve.Model):
         self._batch_rows = M.MODEL_BATCH_ROWS.labels(name, self.version)
         self.ready = False
 
+    @property
+    def ready(self) -> bool:
+        """Loaded, and at least one model process up (not hung, dead or restarting)."""
+        return self._loaded and any(s.up for s in self._scorers)
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._loaded = value
+
+    async def healthy(self) -> bool:
+        """Readiness, after starting again any model process found gone (see ``ready``)."""
+        for scorer in self._scorers:
+            scorer.ensure_running()
+        return self.ready
+
     def load(self) -> bool:
-        """Load the SavedModel: in child processes (``isolate``) or in this one."""
+        """Load the SavedModel: in child processes (``isolate``) or in this one.
+
+        Once loaded, a later call (KServe calls ``load`` on a request to a model not ready)
+        leaves the model processes to restart on their own.
+        """
+        if self._scorers:
+            return self.ready
         if self.isolate:
-            self._scorers = [ModelProcess(self.model_dir) for _ in range(self.workers)]
+            self._scorers = [ModelProcess(self.model_dir, call_timeout_s=self.call_timeout_s)
+                             for _ in range(self.workers)]  # fmt: skip
         else:
-            self._scorers = [SavedModelScorer(self.model_dir)]
+            self._scorers = [SavedModelScorer(self.model_dir, self.call_timeout_s)]
         self._idle = list(self._scorers)
         self.ready = True
         return self.ready
@@ -197,26 +264,45 @@ class FlightDelayPredictor(kserve.Model):
         serving; its reply starts the next call at once. An idle worker is called on the next
         loop turn: there is no batching timer.
         """
+        n = len(inputs)
+        if not self.ready:
+            raise ModelUnavailable(self.name, "no model process is up (restarting); retry later")
+        if self._queued_rows and self._queued_rows + n > self.max_queue_rows:
+            raise ModelUnavailable(
+                self.name,
+                f"queue full ({self._queued_rows} rows waiting, max_queue_rows "
+                f"{self.max_queue_rows}); retry later",
+            )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray] = loop.create_future()
         self._queue.append((inputs, fut))
+        self._queued_rows += n
         if self._idle and not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             loop.call_soon(self._dispatch)
         return await fut
 
     def _dispatch(self) -> None:
-        """Give everything queued to one idle worker."""
+        """Give everything queued to one idle worker that is up."""
         self._dispatch_scheduled = False
-        if not self._queue or not self._idle:
+        if not self._queue:
             return
-        items, self._queue = self._queue, []
+        idle_up = [s for s in self._idle if s.up]
+        if not idle_up:
+            if not any(s.up for s in self._scorers):
+                # Every model process is restarting (tens of seconds): fail now, not then.
+                items, self._queue, self._queued_rows = self._queue, [], 0
+                down = ModelUnavailable(self.name, "model process restarting; retry later")
+                self._deliver(items, None, down)
+            return  # a busy worker that is up dispatches when its call ends
+        items, self._queue, self._queued_rows = self._queue, [], 0
         try:
             merged = Inputs.concat([inputs for inputs, _ in items])
         except Exception as err:
             self._deliver(items, None, err)
             return
-        scorer = self._idle.pop()
+        scorer = idle_up[-1]
+        self._idle.remove(scorer)
         self._batch_rows.observe(len(merged))
         scorer.start_call(
             merged.numeric,
@@ -228,6 +314,11 @@ class FlightDelayPredictor(kserve.Model):
         self, items: list[Any], scorer: Any, scores: np.ndarray | None, err: BaseException | None
     ) -> None:
         self._idle.append(scorer)
+        if isinstance(err, ModelProcessError):
+            # 502 naming the model process ("timed out after 5.0 s", "died (killed by SIGKILL)").
+            failed = PredictError(f"model {self.name}: {err}")
+            failed.__cause__ = err
+            err = failed
         self._deliver(items, scores, err)
         self._dispatch()  # the requests that queued during this call
 
@@ -257,11 +348,14 @@ class FlightDelayPredictor(kserve.Model):
     ) -> Batch:
         rid = (headers or {}).get("x-request-id", "")
         if isinstance(payload, InferRequest):
-            by_name = {i.name: i for i in payload.inputs}
-            missing = [n for n in F.FEATURE_NAMES if n not in by_name]
-            if missing:
-                raise InvalidInput(f"{missing[0]}: missing input")
-            cols = {n: by_name[n].as_numpy().reshape(-1) for n in F.FEATURE_NAMES}
+            # Checked like the transformer's inputs, against this model's declared inputs, before
+            # a tensor becomes an array; the batch is bounded by the request body cap.
+            try:
+                cols = validate_v2_inputs(
+                    payload.inputs, v2_input_types(self.get_input_types()), None
+                )
+            except RequestError as err:
+                raise InvalidInput(str(err)) from err
             return Batch(columns_to_inputs(cols), v2=True, request_id=rid)
         instances = payload.get("instances") if isinstance(payload, dict) else None
         if not isinstance(instances, list) or not instances:
@@ -308,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_version", default=None, help="Version label for metrics.")
     parser.add_argument("--host", default="127.0.0.1", help="Address to bind the HTTP server.")
     add_model_runtime_args(parser)
+    add_server_args(parser)
     return parser
 
 
@@ -317,6 +412,22 @@ def add_model_runtime_args(parser: argparse.ArgumentParser) -> None:
                         help="Model processes serving calls in parallel.")  # fmt: skip
     parser.add_argument("--model_in_process", action="store_true",
                         help="Run the model in the server process (no child process).")  # fmt: skip
+    parser.add_argument("--model_call_timeout_s", type=float, default=DEFAULT_CALL_TIMEOUT_S,
+                        help="Deadline of a model call; a model process past it is killed and "
+                        "restarted (0: no deadline).")  # fmt: skip
+    parser.add_argument("--max_queue_rows", type=int, default=DEFAULT_MAX_QUEUE_ROWS,
+                        help="Rows that may wait for the model; past it a request gets a 503 "
+                        "with Retry-After.")  # fmt: skip
+
+
+def model_runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``FlightDelayPredictor`` keyword arguments from the ``add_model_runtime_args`` flags."""
+    return {
+        "isolate": not args.model_in_process,
+        "workers": args.model_workers,
+        "call_timeout_s": args.model_call_timeout_s or None,
+        "max_queue_rows": args.max_queue_rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,10 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     version = served_version(args.model_version, args.model_dir, os.environ)
     model = FlightDelayPredictor(args.model_name, args.model_dir, version,
-                                 isolate=not args.model_in_process,
-                                 workers=args.model_workers)  # fmt: skip
+                                 **model_runtime_kwargs(args))  # fmt: skip
     model.load()
-    serve([model], http_port=args.http_port, host=args.host, workers=args.workers)
+    serve([model], http_port=args.http_port, host=args.host, workers=args.workers,
+          grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes)  # fmt: skip
     return 0
 
 

@@ -10,7 +10,9 @@ server and called in-process, its SavedModel running in a model process, see
 
 Request (V1): ``{"instances": [{"carrier": "UA", "origin": "EWR", "dest": "IAH",
 "distance": 1400, "sched_dep_hour": 5, "day_of_week": 1, "month": 1, "tailnum": "N14228"}]}``;
-V2: one input per field, shape ``[n]``. Response: the delay probability per row.
+V2: one input per field, shape ``[n]``, over REST or, with ``--grpc_port=PORT`` (0, the default,
+serves no gRPC), over KServe's V2 gRPC service. Response: the delay probability per row. A body
+past ``--max_request_bytes`` (2 MiB) is refused with a 413 (``serving.server``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -49,17 +52,20 @@ from serving.predictor import (
     FlightDelayPredictor,
     Inputs,
     add_model_runtime_args,
+    model_runtime_kwargs,
     rows_to_inputs,
     v2_request,
 )
-from serving.server import PredictError
+from serving.server import PredictError, add_server_args
 from serving.validation import (
     DEFAULT_MAX_BATCH,
     RequestError,
     ServingSchema,
     load_schema,
     v2_columns_to_instances,
+    v2_input_types,
     validate_instances,
+    validate_v2_inputs,
 )
 
 # Distinct versions a remote transformer labels series with (stable and canary, with room).
@@ -69,6 +75,10 @@ MAX_ANSWERED_VERSIONS = 8
 # read-only in the chart's pods. `mlops serve` passes its own path under runs/.
 DEFAULT_REQUEST_LOG: Path | None = None
 DEFAULT_REQUEST_LOG_MAX_MB = 64.0
+# Rotated files kept per process (the live one aside): 10 x 64 MiB bounds a pod's share of the
+# volume; the monitoring job, run daily, reads them long before the oldest is deleted.
+DEFAULT_REQUEST_LOG_MAX_FILES = 10
+DEFAULT_REQUEST_LOG_FLUSH_S = 1.0
 REQUEST_LOG_PREFIX = "requests"
 logger = logging.getLogger(__name__)
 _LOG_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -95,41 +105,67 @@ def rotated_name(path: Path, now: datetime | None = None) -> Path:
     return path.with_name(f"{path.stem}-{stamp}{path.suffix}")
 
 
+def rotated_files(path: Path) -> list[Path]:
+    """The files ``path`` was rotated to, oldest first.
+
+    Matched on the exact stamp, not ``<stem>-*``: in a shared directory ``requests-pod-1`` is a
+    prefix of another process's ``requests-pod-1-2``, whose files are not this one's to delete.
+    """
+    pattern = re.compile(re.escape(path.stem) + r"-\d{8}T\d{12}Z" + re.escape(path.suffix) + "$")
+    return sorted(p for p in path.parent.glob(f"{path.stem}-*{path.suffix}")
+                  if pattern.match(p.name))  # fmt: skip
+
+
 class RequestLog:
     """Append-only JSON lines of served predictions, for the monitoring job.
 
-    Writes are buffered and flushed at most every ``flush_s`` seconds (and at exit), so logging
-    costs a dict-to-JSON per row, not a disk write per request. A file that grows past
-    ``max_mb`` is renamed to ``<stem>-<UTC stamp>.jsonl`` and a new one started; the monitoring
-    job reads the rotated files too (``mlops.monitor.request_log_files``).
+    Writes are buffered, so logging costs a dict-to-JSON per row, not a disk write per request;
+    a background thread flushes the buffer every ``flush_s`` seconds whether or not more requests
+    come, and :meth:`close` (the server's shutdown on SIGTERM) flushes the rest. A file that grows
+    past ``max_mb`` is renamed to ``<stem>-<UTC stamp>.jsonl`` and a new one started; past
+    ``max_files`` rotated files the oldest is deleted. The monitoring job reads the rotated files
+    too (``mlops.monitor.request_log_files``).
 
     Args:
         target: A ``.jsonl`` file, or a directory shared by replicas (see
             :func:`request_log_file`); ``None`` logs nothing.
         flush_s: Longest time written rows stay in the process's buffer.
         max_mb: Size at which the file is rotated; ``0`` never rotates.
+        max_files: Rotated files kept per process; ``0`` keeps every one.
     """
 
     def __init__(
         self,
         target: Path | None,
-        flush_s: float = 1.0,
+        flush_s: float = DEFAULT_REQUEST_LOG_FLUSH_S,
         max_mb: float = DEFAULT_REQUEST_LOG_MAX_MB,
+        max_files: int = DEFAULT_REQUEST_LOG_MAX_FILES,
     ) -> None:
+        if flush_s <= 0 or max_mb < 0 or max_files < 0:
+            raise ValueError(
+                "request log: flush_s must be > 0, max_mb and max_files >= 0, got "
+                f"flush_s={flush_s}, max_mb={max_mb}, max_files={max_files}"
+            )
         self.target = target
         self.flush_s = flush_s
         self.max_bytes = int(max_mb * (1 << 20))
+        self.max_files = max_files
         self.path: Path | None = None
         self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
         self._file: Any = None
         self._size = 0
         self._pid = 0
+        self._closed = threading.Event()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RequestLog:
         """The log the ``--request_log*`` flags ask for (see :func:`add_request_log_args`)."""
-        return cls(args.request_log, max_mb=args.request_log_max_mb)
+        return cls(
+            args.request_log,
+            flush_s=args.request_log_flush_s,
+            max_mb=args.request_log_max_mb,
+            max_files=args.request_log_max_files,
+        )
 
     def _open(self) -> None:
         """Open this process's file; opened at the first write, so forked workers get their own."""
@@ -139,6 +175,18 @@ class RequestLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("ab", buffering=1 << 16)
         self._size = self._file.tell()
+        # Started here, not in __init__: a forked worker has no thread of its parent's. Each file
+        # opened gets its own stop event, so a closed file's thread never outlives it.
+        self._closed = closed = threading.Event()
+        threading.Thread(
+            target=self._flush_every, args=(closed,), name="request-log-flush", daemon=True
+        ).start()
+
+    def _flush_every(self, closed: threading.Event) -> None:
+        while not closed.wait(self.flush_s):
+            with self._lock:
+                if self._file is not None and self._pid == os.getpid():
+                    self._file.flush()
 
     def _rotate(self) -> None:
         assert self.path is not None
@@ -146,6 +194,9 @@ class RequestLog:
         os.replace(self.path, rotated_name(self.path))
         self._file = self.path.open("ab", buffering=1 << 16)
         self._size = 0
+        if self.max_files:
+            for old in rotated_files(self.path)[: -self.max_files]:
+                old.unlink(missing_ok=True)
 
     def write(self, records: list[dict[str, Any]]) -> None:
         """Append one request's rows."""
@@ -160,13 +211,10 @@ class RequestLog:
                 self._rotate()
             self._file.write(text)
             self._size += len(text)
-            now = time.monotonic()
-            if now - self._last_flush >= self.flush_s:
-                self._file.flush()
-                self._last_flush = now
 
     def close(self) -> None:
-        """Flush and close the current file."""
+        """Flush and close the current file (a later write opens it again)."""
+        self._closed.set()
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -188,6 +236,24 @@ def add_request_log_args(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_REQUEST_LOG_MAX_MB,
         help="Rotate the log file to <stem>-<UTC stamp>.jsonl past this size (0: never).",
     )
+    p.add_argument(
+        "--request_log_max_files",
+        type=int,
+        default=DEFAULT_REQUEST_LOG_MAX_FILES,
+        help="Rotated files kept per process; the oldest past it is deleted (0: keep all).",
+    )
+    p.add_argument(
+        "--request_log_flush_s",
+        type=float,
+        default=DEFAULT_REQUEST_LOG_FLUSH_S,
+        help="Longest time a logged row waits in memory before it is written to the file.",
+    )
+
+
+def _failure_kind(err: BaseException) -> str:
+    """What failed in a predictor call, for the caller: the error's class, and an HTTP status."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return f"{type(err).__name__} (HTTP {status})" if status else type(err).__name__
 
 
 def _json_value(v: Any) -> Any:
@@ -242,6 +308,7 @@ class FlightDelayTransformer(kserve.Model):
         self.request_log = request_log or RequestLog(None)
         self.decision_threshold = decision_threshold
         self.metrics = M.ModelMetrics(name, version)
+        self._v2_types = v2_input_types(self.get_input_types())
         self._answered: dict[str, M.ModelMetrics] = {version: self.metrics}
         self.ready = False
 
@@ -250,6 +317,11 @@ class FlightDelayTransformer(kserve.Model):
             self.predictor.load()
         self.ready = True
         return self.ready
+
+    async def healthy(self) -> bool:
+        # The chart's readiness probe asks the transformer: while the embedded model's process
+        # restarts, the pod must leave the Service's endpoints too.
+        return self.ready and (self.predictor is None or await self.predictor.healthy())
 
     async def preprocess(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
@@ -266,10 +338,7 @@ class FlightDelayTransformer(kserve.Model):
                     raise RequestError("body", f"malformed JSON: {err}") from err
             if v2:
                 assert isinstance(payload, InferRequest)  # v2 is decided by the payload's type
-                cols = {}
-                for inp in payload.inputs:
-                    values = inp.as_numpy().reshape(-1).tolist()
-                    cols[inp.name] = [v.decode() if isinstance(v, bytes) else v for v in values]
+                cols = validate_v2_inputs(payload.inputs, self._v2_types, self.max_batch)
                 raw = v2_columns_to_instances(cols)
             elif isinstance(payload, dict) and "instances" in payload:
                 raw = payload["instances"]
@@ -319,7 +388,9 @@ class FlightDelayTransformer(kserve.Model):
         except (InvalidInput, PredictError):
             raise
         except Exception as err:  # TF runtime or transport errors: a predict failure
-            raise PredictError(f"predictor failed: {err!r}") from err
+            # The caller gets the failure's kind; its text (URLs, the client's objects) is logged.
+            logger.warning("predictor failed: %s", err, exc_info=err)
+            raise PredictError(f"predictor failed: {_failure_kind(err)}") from err
         if len(scores) != len(payload.rows):
             raise PredictError(f"predictor returned {len(scores)} scores for {len(payload.rows)}")
         payload.scores = scores
@@ -471,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_request_log_args(p)
     p.add_argument("--decision_threshold", type=float, default=0.5)
     add_model_runtime_args(p)
+    add_server_args(p)
     return p  # fmt: skip
 
 
@@ -521,8 +593,7 @@ def build_models(args: argparse.Namespace) -> list[kserve.Model]:
             pairs.append((name2, args.second_model_dir, None))
         for name, model_dir, version in pairs:
             predictor = FlightDelayPredictor(f"{name}-predictor", model_dir, version,
-                                             isolate=not args.model_in_process,
-                                             workers=args.model_workers)  # fmt: skip
+                                             **model_runtime_kwargs(args))  # fmt: skip
             predictor.load()
             models.append(predictor)
             models.append(FlightDelayTransformer(name, version=predictor.version,
@@ -540,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     models = build_models(args)
     try:
-        serve(models, http_port=args.http_port, host=args.host, workers=args.workers)
+        serve(models, http_port=args.http_port, host=args.host, workers=args.workers,
+              grpc_port=args.grpc_port, max_request_bytes=args.max_request_bytes)  # fmt: skip
     finally:
         for m in models:
             if isinstance(m, FlightDelayTransformer):

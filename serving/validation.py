@@ -206,3 +206,127 @@ def v2_columns_to_instances(inputs: Mapping[str, list[Any]]) -> list[dict[str, A
         if length != n:
             raise RequestError(name, f"has {length} values, {REQUEST_FIELDS[0]} has {n}")
     return [{name: inputs[name][i] for name in REQUEST_FIELDS} for i in range(n)]
+
+
+# V2 datatypes this platform's tensors use, and the Python values a decoded JSON/gRPC tensor of
+# each may hold (``None``: a missing number, as the transformer sends the predictor NaN).
+_V2_VALUES: dict[str, tuple[type, ...]] = {
+    "FP32": (int, float, type(None)),
+    "BYTES": (str, bytes),
+}
+
+
+def _v2_shape(name: str, shape: Any) -> int:
+    """The row count a declared shape means: ``[n]`` or ``[n, 1]``."""
+    if (
+        not isinstance(shape, list | tuple)
+        or not 1 <= len(shape) <= 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or (len(shape) == 2 and shape[1] != 1)
+    ):
+        raise RequestError(name, f"shape must be [n] or [n, 1], got {shape!r}")
+    return int(shape[0])
+
+
+def _raw_count(name: str, datatype: str, raw: bytes) -> int:
+    """Elements in a raw (binary) tensor, counted without decoding it."""
+    if datatype == "FP32":
+        if len(raw) % 4:
+            raise RequestError(name, f"{len(raw)} raw bytes are not a whole number of FP32")
+        return len(raw) // 4
+    count, at = 0, 0
+    while at < len(raw):  # BYTES: each element is a 4-byte little-endian length, then the bytes
+        if at + 4 > len(raw):
+            raise RequestError(name, "raw BYTES tensor ends inside an element's length")
+        at += 4 + int.from_bytes(raw[at : at + 4], "little")
+        count += 1
+    if at != len(raw):
+        raise RequestError(name, "raw BYTES tensor ends inside an element")
+    return count
+
+
+def _flat(name: str, data: Any, two_d: bool) -> list[Any]:
+    if not isinstance(data, list):
+        raise RequestError(name, f"data must be a list, got {type(data).__name__}")
+    if two_d and data and isinstance(data[0], list):  # row-major nested [[v], [v], ...]
+        if not all(isinstance(row, list) and len(row) == 1 for row in data):
+            raise RequestError(name, "nested data must be one value per row")
+        return [row[0] for row in data]
+    return data
+
+
+def validate_v2_inputs(
+    inputs: Any, expected: Mapping[str, str], max_batch: int | None = DEFAULT_MAX_BATCH
+) -> dict[str, list[Any]]:
+    """Check V2 input tensors against the declared inputs, then return them as columns.
+
+    Everything is checked on the request's own fields (names, datatypes, declared shapes against
+    the data's length, one batch size across inputs, the values' types) before a tensor is
+    turned into an array: a shape that does not match its data, or a batch past ``max_batch``,
+    costs no memory.
+
+    Args:
+        inputs: The request's ``InferInput`` objects (REST or gRPC decoded).
+        expected: Datatype per input name (the model's ``get_input_types``); every one is
+            required and no other is accepted.
+        max_batch: Largest row count accepted; ``None`` for no bound but the body cap.
+
+    Returns:
+        Column per input name: a flat list of ``n`` values, ``BYTES`` decoded to ``str``.
+
+    Raises:
+        RequestError: The first problem found, naming the input.
+    """
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError("inputs", "must be a non-empty list of tensors")
+    seen: dict[str, Any] = {}
+    for tensor in inputs:
+        name = tensor.name
+        if not isinstance(name, str) or name not in expected:
+            raise RequestError(str(name), "unknown input")
+        if name in seen:
+            raise RequestError(name, "input given twice")
+        seen[name] = tensor
+    missing = [n for n in expected if n not in seen]
+    if missing:
+        raise RequestError(missing[0], "missing input")
+    columns: dict[str, list[Any]] = {}
+    batch: tuple[str, int] | None = None
+    for name, tensor in seen.items():
+        if tensor.datatype != expected[name]:
+            raise RequestError(name, f"datatype {tensor.datatype!r}, expected {expected[name]!r}")
+        n = _v2_shape(name, tensor.shape)
+        if n == 0:
+            raise RequestError(name, "shape [0]: the batch must not be empty")
+        if max_batch is not None and n > max_batch:
+            raise RequestError(name, f"batch of {n} exceeds the limit {max_batch}")
+        if batch is None:
+            batch = (name, n)
+        elif n != batch[1]:
+            raise RequestError(name, f"has {n} rows, {batch[0]} has {batch[1]}")
+        raw = tensor._raw_data
+        if raw is not None:
+            count = _raw_count(name, tensor.datatype, bytes(raw))
+        else:
+            data = _flat(name, tensor.data, len(tensor.shape) == 2)
+            count = len(data)
+        if count != n:
+            raise RequestError(name, f"declared shape {list(tensor.shape)} but {count} values")
+        if raw is not None:
+            data = tensor.as_numpy().reshape(-1).tolist()  # sizes checked: bounded by the body
+        allowed = _V2_VALUES[tensor.datatype]
+        for i, v in enumerate(data):
+            if isinstance(v, bool) or not isinstance(v, allowed):
+                raise RequestError(name, f"[{i}] is not a {tensor.datatype} value: {repr(v)[:40]}")
+            if isinstance(v, bytes):
+                try:
+                    data[i] = v.decode()
+                except UnicodeDecodeError as err:
+                    raise RequestError(name, f"[{i}] is not UTF-8") from err
+        columns[name] = data
+    return columns
+
+
+def v2_input_types(input_types: list[dict[str, Any]]) -> dict[str, str]:
+    """``{name: datatype}`` of a model's ``get_input_types()``."""
+    return {t["name"]: t["datatype"] for t in input_types}

@@ -45,7 +45,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.
     rows = flights(600, seed=1).to_dict(orient="records")
     for pod, part in (("transformer-a", rows[:300]), ("transformer-b", rows[300:])):
         monkeypatch_module.setattr(T.socket, "gethostname", lambda pod=pod: pod)
-        log = RequestLog(log_dir, max_mb=16 / 1024)
+        log = RequestLog(log_dir, max_mb=16 / 1024, max_files=0)  # keep every rotated file
         for i, row in enumerate(part):
             log.write([{"ts": 0.0, "request_id": f"{pod}-{i}", "row": 0, "model": "flight-delay",
                         "model_version": "1", "features": row, "score": 0.3}])  # fmt: skip

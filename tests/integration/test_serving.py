@@ -9,6 +9,7 @@ exactly the offline point-in-time join's, and the served scores must equal the o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 MODEL = "flight-delay"
 AT = pd.Timestamp("2013-06-14T16:00:00Z")  # a busy departure minute
 TrainingSet = Callable[[str, str], tuple[pd.DataFrame, pd.DataFrame]]
+MAX_BODY = 64 * 1024  # the servers' --max_request_bytes here: 64 instances are ~15 KiB
 
 
 def call(url: str, body: bytes | None = None, request_id: str = "") -> tuple[int, dict]:
@@ -71,18 +73,20 @@ def server(prepared_repo: Path, flights: pd.DataFrame,
     work = tmp_path_factory.mktemp("serving")
     model_dir = export_logistic_model(work / "registry" / "versions" / "7" / "model",
                                       carrier_bonus={"UA": 0.4, "B6": -0.3})  # fmt: skip
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log = (work / "server.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "serving.transformer", f"--model_name={MODEL}",
          f"--model_dir={model_dir}", f"--feast_repo={prepared_repo}", f"--http_port={port}",
-         f"--request_log={work / 'requests.jsonl'}", "--max_batch_size=64"],
+         f"--request_log={work / 'requests.jsonl'}", "--max_batch_size=64",
+         f"--grpc_port={grpc_port}", f"--max_request_bytes={MAX_BODY}"],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(f"{base}/v2/models/{MODEL}/ready", proc)
-        yield {"base": base, "model_dir": model_dir, "work": work, "proc": proc}
+        yield {"base": base, "model_dir": model_dir, "work": work, "proc": proc,
+               "grpc": f"127.0.0.1:{grpc_port}"}  # fmt: skip
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -233,7 +237,227 @@ def test_two_process_topology_scores_like_the_embedded_server(
                 scraped = r.read().decode()
             assert any(line.startswith("flight_delay_predictions_total{")
                        and 'version="7"' in line for line in scraped.splitlines())  # fmt: skip
+        # The predictor alone validates its V2 inputs as the transformer does.
+        rows = feature_rows(flights)
+        status, reply = post(f"http://127.0.0.1:{pport}/v2/models/{MODEL}/infer",
+                             v2_payload(rows, distance={"shape": [len(rows) + 1]}))  # fmt: skip
+        assert status == 400 and reply["error"].startswith("distance:"), reply
+        # The predictor gone: a 5xx naming the kind of failure, no repr() of the client's error.
+        procs[0].terminate()
+        procs[0].wait(timeout=20)
+        status, reply = post(f"{base}/v1/models/{MODEL}:predict", {"instances": insts})
+        assert status == 502 and reply["kind"] == "predict", reply
+        assert reply["error"].startswith("predictor failed: ") and "(" not in reply["error"]
+        assert "'" not in reply["error"] and "object at 0x" not in reply["error"]
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=20)
+
+
+def v2_payload(insts: list[dict], **over: dict) -> dict:
+    """A V2 request of ``insts`` (one input per field); ``over`` patches an input's fields."""
+    inputs = []
+    for k in insts[0]:
+        tensor = {"name": k, "shape": [len(insts)], "data": [i[k] for i in insts],
+                  "datatype": "FP32" if k in F.NUMERIC_FEATURES else "BYTES"}  # fmt: skip
+        tensor.update(over.get(k, {}))
+        inputs.append(tensor)
+    return {"inputs": inputs}
+
+
+def feature_rows(df: pd.DataFrame) -> list[dict]:
+    """The predictor's inputs: every model feature, as the transformer sends them."""
+    rows = df[list(F.FEATURE_NAMES)].astype(object)
+    return [
+        {k: (None if pd.isna(v) else float(v)) if k in F.NUMERIC_FEATURES
+         else ("" if pd.isna(v) else str(v)) for k, v in r.items()}
+        for r in rows.to_dict(orient="records")
+    ]  # fmt: skip
+
+
+def raw_exchange(base: str, head: bytes, body_parts: list[bytes]) -> tuple[int, dict]:
+    """Send a request's head and some body parts, never finishing the body; read the answer."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        for part in body_parts:
+            sock.sendall(part)
+        reply = b""
+        while True:  # a server waiting for the rest of the body times this out
+            head_end = reply.find(b"\r\n\r\n")
+            if head_end >= 0:
+                m = re.search(rb"(?i)content-length: *(\d+)", reply[:head_end])
+                if m and len(reply) >= head_end + 4 + int(m.group(1)):
+                    break
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    status, body = int(reply.split(b" ", 2)[1]), reply.split(b"\r\n\r\n", 1)[1]
+    return status, json.loads(body) if body.startswith(b"{") else {"text": body.decode()}
+
+
+def test_a_body_past_the_cap_is_refused_before_it_is_read(server: dict) -> None:
+    base, path = server["base"], f"/v1/models/{MODEL}:predict"
+    # Declared too large: answered 413 with none of the body sent.
+    head = (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {10 * MAX_BODY}\r\n\r\n").encode()  # fmt: skip
+    status, reply = raw_exchange(base, head, [])
+    assert status == 413 and "body" in reply["error"] and reply["kind"] == "bad_request", reply
+    # Chunked, no Content-Length: cut off once past the cap, the rest never sent.
+    head = (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            "transfer-encoding: chunked\r\n\r\n").encode()  # fmt: skip
+    chunk = b"x" * 8192
+    parts = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (MAX_BODY // len(chunk) + 1)
+    status, reply = raw_exchange(base, head, parts)
+    assert status == 413 and str(MAX_BODY) in reply["error"], reply
+    # A malformed Content-Length is a 400 (uvicorn's parser answers it), and the server keeps
+    # serving.
+    head = (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: -5\r\n\r\n").encode()
+    assert raw_exchange(base, head, [])[0] == 400
+    assert post(f"{base}{path}", {"instances": [{"carrier": "UA"}]})[0] == 400
+    assert server["proc"].poll() is None
+
+
+@pytest.mark.parametrize("model", [MODEL, f"{MODEL}-predictor"])
+@pytest.mark.parametrize(
+    ("patch", "field", "words"),
+    [
+        # The declared shape is what the array would be built to: before the fix a 500.
+        ({"shape": [10_000_000]}, "sched_dep_hour", "exceeds the limit"),
+        ({"shape": [3]}, "sched_dep_hour", "rows"),
+        ({"datatype": "INT64"}, "sched_dep_hour", "datatype 'INT64'"),
+        ({"data": ["nine", "ten"]}, "sched_dep_hour", "is not a FP32 value"),
+        ({"name": "sched_dep_hour_typo"}, "sched_dep_hour_typo", "unknown input"),
+    ],
+)  # fmt: skip
+def test_a_malformed_v2_tensor_is_a_4xx_naming_the_input(
+    server: dict, flights: pd.DataFrame, model: str, patch: dict, field: str, words: str
+) -> None:
+    """The transformer and the predictor (on its own endpoint, with its own inputs) alike."""
+    if model == MODEL:
+        payload = v2_payload(instances(flights.head(2)), sched_dep_hour=patch)
+    else:
+        payload = v2_payload(feature_rows(flights.head(2)), sched_dep_hour=patch)
+    if model != MODEL and "exceeds" in words:
+        words = "rows"  # the predictor has no batch bound of its own, only the body cap
+    status, reply = post(f"{server['base']}/v2/models/{model}/infer", payload)
+    assert 400 <= status < 500, reply
+    assert reply["error"].startswith(f"{field}:") and words in reply["error"], reply
+    payload = v2_payload(instances(flights.head(2))) if model == MODEL else None
+    if payload is not None:
+        assert post(f"{server['base']}/v2/models/{model}/infer", payload)[0] == 200
+
+
+def grpc_request(insts: list[dict], **over: dict) -> object:
+    """A V2 ``ModelInferRequest`` of ``insts`` for the transformer."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name=MODEL, id="grpc-1")
+    for k in insts[0]:
+        numeric = k in F.NUMERIC_FEATURES
+        t = req.inputs.add(name=k, datatype="FP32" if numeric else "BYTES", shape=[len(insts)])
+        if numeric:
+            t.contents.fp32_contents.extend(float(i[k]) for i in insts)
+        else:
+            t.contents.bytes_contents.extend(i[k].encode() for i in insts)
+        for field, value in over.get(k, {}).items():
+            if field == "shape":
+                del t.shape[:]
+                t.shape.extend(value)
+            else:
+                setattr(t, field, value)
+    return req
+
+
+def metric_total(base: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+    return sum(
+        s.value
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_grpc_v2_is_served_validated_and_counted(server: dict, flights: pd.DataFrame) -> None:
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    base, insts = server["base"], instances(flights)
+    requests_before = metric_total(base, "flight_delay_requests_total", protocol="grpc")
+    errors_before = metric_total(base, "flight_delay_request_errors_total", kind="bad_request")
+    with grpc.insecure_channel(server["grpc"]) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        reply = stub.ModelInfer(grpc_request(insts), timeout=30)
+        scores = list(reply.outputs[0].contents.fp32_contents)
+        assert reply.outputs[0].name == "score" and len(scores) == len(insts)
+        # The same scores as REST's V2 answer.
+        status, rest = post(f"{base}/v2/models/{MODEL}/infer", v2_payload(insts))
+        assert status == 200
+        np.testing.assert_allclose(scores, rest["outputs"][0]["data"], rtol=1e-6)
+        # The same validation: a malformed tensor is INVALID_ARGUMENT naming the input.
+        for over, words in (({"shape": [len(insts) + 1]}, "rows"),
+                            ({"datatype": "FP64"}, "datatype 'FP64'")):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(grpc_request(insts, distance=over), timeout=30)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details().startswith("distance:") and words in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(grpc_request(insts, carrier={"name": "airline"}), timeout=30)
+        assert err.value.details() == "airline: unknown input"
+        # The same size cap: a message past --max_request_bytes is refused.
+        big = grpc_request(insts * 200)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(big, timeout=30)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The same metrics: requests by protocol, failures by kind.
+    assert metric_total(base, "flight_delay_requests_total", protocol="grpc") == requests_before + 4
+    errors = metric_total(base, "flight_delay_request_errors_total", kind="bad_request")
+    assert errors == errors_before + 3
+    assert server["proc"].poll() is None
+
+
+def test_sigterm_loses_no_logged_request(prepared_repo: Path, server: dict,
+                                          flights: pd.DataFrame) -> None:  # fmt: skip
+    """A real server, SIGTERM after the last answer: every answered request is in the log.
+
+    The flush interval is an hour, so only the shutdown's flush can have written the rows.
+    """
+    import signal
+
+    work, port = server["work"], free_port()
+    log_path = work / "sigterm-requests.jsonl"
+    with (work / "sigterm.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.transformer", f"--model_name={MODEL}",
+             f"--model_dir={server['model_dir']}", f"--feast_repo={prepared_repo}",
+             f"--http_port={port}", f"--request_log={log_path}", "--request_log_flush_s=3600",
+             "--no_feature_warmup"],
+            stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base}/v2/models/{MODEL}/ready", proc)
+        sent = [f"term-{i}" for i in range(20)]
+        for rid in sent:
+            status, _ = post(f"{base}/v1/models/{MODEL}:predict",
+                             {"instances": instances(flights.head(2))}, request_id=rid)  # fmt: skip
+            assert status == 200
+        assert not log_path.exists() or log_path.read_bytes() == b""  # still buffered
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # a graceful stop, not the signal's default death
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    logged = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert sorted({r["request_id"] for r in logged}) == sorted(sent)
+    assert len(logged) == 2 * len(sent)

@@ -93,6 +93,15 @@ def test_log_files_of_a_directory_a_glob_and_a_missing_path(tmp_path: Path) -> N
         request_log_files(tmp_path / "nothing-here")
 
 
+def test_a_log_file_reads_its_rotations_not_a_neighbour_sharing_its_prefix(tmp_path: Path) -> None:
+    stamp = "20130101T000000000000Z"
+    for name in ("requests.jsonl", f"requests-{stamp}.jsonl", "requests-canary.jsonl",
+                 f"requests-canary-{stamp}.jsonl"):  # fmt: skip
+        (tmp_path / name).write_text(json.dumps(record(0)) + "\n")
+    assert [Path(f).name for f in request_log_files(tmp_path / "requests.jsonl")] == [
+        "requests-20130101T000000000000Z.jsonl", "requests.jsonl"]  # fmt: skip
+
+
 def test_a_line_still_being_written_is_left_for_the_next_window(tmp_path: Path) -> None:
     path = tmp_path / "requests.jsonl"
     path.write_text(json.dumps(record(0)) + "\n" + json.dumps(record(1))[:20])
@@ -111,3 +120,48 @@ def test_object_store_uris_are_read_through_fsspec_not_path() -> None:
     served = read_request_log(root)
     assert sorted(served["request_id"]) == ["r0", "r1", "r2", "r3", "r4"]
     assert served["distance"].dtype == "float64"
+
+
+def test_rotation_keeps_a_bounded_number_of_files_oldest_deleted(tmp_path: Path) -> None:
+    log = RequestLog(tmp_path / "requests.jsonl", max_mb=1024 / (1 << 20), max_files=2)
+    # Another process's files in the same directory, whose name starts with this one's stem.
+    neighbour = tmp_path / "requests-2-20130101T000000000000Z.jsonl"
+    neighbour.write_text(json.dumps(record(-1)) + "\n")
+    for i in range(200):
+        log.write([record(i)])
+    log.close()
+    rotated = T.rotated_files(tmp_path / "requests.jsonl")
+    assert len(rotated) == 2 and neighbour not in rotated and neighbour.exists()
+    # What is left is the newest rows: the live file's last row is the last one written.
+    kept = read_request_log(tmp_path / "requests.jsonl")
+    # (mlops.monitor's reader globs <stem>-*.jsonl, so it reads the neighbour's row too.)
+    ids = sorted(int(r[1:]) for r in kept["request_id"] if r != "r-1")
+    assert ids[-1] == 199 and ids == list(range(ids[0], 200))
+    assert ids[0] > 0  # the oldest rows went with the deleted files
+
+
+def test_rows_reach_the_file_within_the_flush_interval_without_more_requests(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(path, flush_s=0.2)
+    try:
+        log.write([record(0)])
+        assert path.read_bytes() == b""  # buffered, not a disk write per request
+        deadline = time.monotonic() + 2.0
+        while not path.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r["request_id"] for r in map(json.loads, path.read_text().splitlines())] == ["r0"]
+    finally:
+        log.close()
+
+
+def test_request_log_flags_and_their_bounds() -> None:
+    args = build_parser().parse_args(["--request_log=/mnt/requests", "--request_log_flush_s=0.5",
+                                      "--request_log_max_files=3"])  # fmt: skip
+    log = RequestLog.from_args(args)
+    assert (log.flush_s, log.max_files) == (0.5, 3)
+    with pytest.raises(ValueError, match="flush_s"):
+        RequestLog(None, flush_s=0)

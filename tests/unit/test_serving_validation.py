@@ -85,3 +85,97 @@ def test_the_predictor_labels_what_storage_uri_names() -> None:
     assert served_version(None, "/mnt/models", {"STORAGE_URI": uri}) == "3"
     assert served_version("7", "/mnt/models", {"STORAGE_URI": uri}) == "7"
     assert served_version(None, "/r/flight-delay/versions/2/model", {}) == "2"
+
+
+# V2: the transformer's declared inputs (as its get_input_types says them).
+V2_TYPES = {k: ("BYTES" if isinstance(v, str) else "FP32") for k, v in good().items()}
+
+
+def v2_inputs(n: int = 2, **over: dict[str, Any]) -> list[Any]:
+    """Real KServe ``InferInput`` objects, one per field, ``n`` rows; ``over`` patches fields."""
+    from kserve.protocol.infer_type import InferInput
+
+    out = []
+    for name, value in good().items():
+        spec = {"shape": [n], "datatype": V2_TYPES[name], "data": [value] * n}
+        spec.update(over.get(name, {}))
+        out.append(InferInput(name, spec["shape"], spec["datatype"], data=spec["data"]))
+    return out
+
+
+def test_v2_inputs_become_columns() -> None:
+    from serving.validation import validate_v2_inputs
+
+    cols = validate_v2_inputs(v2_inputs(3), V2_TYPES)
+    assert cols["carrier"] == ["UA"] * 3 and cols["distance"] == [1400] * 3
+    assert v2_columns_to_instances(cols) == [good()] * 3
+    nested = v2_inputs(2, month={"shape": [2, 1], "data": [[1], [1]]})
+    assert validate_v2_inputs(nested, V2_TYPES)["month"] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("over", "field", "words"),
+    [
+        # The declared shape is what an array would be built to: it must match the data.
+        ({"distance": {"shape": [1_000_000_000]}}, "distance", "exceeds the limit"),
+        ({"distance": {"shape": [3]}}, "distance", "has 3 rows"),
+        ({"carrier": {"data": ["UA"]}}, "carrier", "declared shape [2] but 1 values"),
+        ({"distance": {"datatype": "FP64"}}, "distance", "datatype 'FP64', expected 'FP32'"),
+        ({"origin": {"datatype": "FP32", "data": [1.0, 2.0]}}, "origin", "expected 'BYTES'"),
+        ({"month": {"shape": [2, 3]}}, "month", "shape must be [n] or [n, 1]"),
+        ({"month": {"shape": [-2]}}, "month", "shape must be"),
+        ({"month": {"data": [1, "x"]}}, "month", "[1] is not a FP32 value"),
+        ({"month": {"data": [True, 1]}}, "month", "[0] is not a FP32 value"),
+        ({"tailnum": {"data": ["N1", {"a": 1}]}}, "tailnum", "[1] is not a BYTES value"),
+        ({"dest": {"data": "IAH"}}, "dest", "data must be a list"),
+    ],
+)  # fmt: skip
+def test_a_malformed_v2_tensor_names_its_input(over: dict, field: str, words: str) -> None:
+    from serving.validation import validate_v2_inputs
+
+    ((name, patch),) = over.items()
+    with pytest.raises(RequestError) as err:
+        validate_v2_inputs(v2_inputs(2, **{name: patch}), V2_TYPES, max_batch=64)
+    assert err.value.field == field and words in str(err.value), str(err.value)
+
+
+def test_v2_input_names_and_batch_size() -> None:
+    from kserve.protocol.infer_type import InferInput
+
+    from serving.validation import validate_v2_inputs
+
+    inputs = v2_inputs(2)
+    with pytest.raises(RequestError, match="colour: unknown input"):
+        validate_v2_inputs([*inputs, InferInput("colour", [2], "BYTES", data=["a", "b"])],
+                           V2_TYPES)  # fmt: skip
+    with pytest.raises(RequestError, match="month: input given twice"):
+        validate_v2_inputs([*inputs, inputs[6]], V2_TYPES)
+    with pytest.raises(RequestError, match="month: missing input"):
+        validate_v2_inputs(inputs[:6] + inputs[7:], V2_TYPES)
+    with pytest.raises(RequestError, match="must not be empty"):
+        validate_v2_inputs(v2_inputs(0), V2_TYPES)
+
+
+def test_raw_v2_tensors_are_counted_before_they_are_decoded() -> None:
+    """gRPC's raw_input_contents: the byte length says the element count, checked first."""
+    import numpy as np
+    from kserve.protocol.infer_type import InferInput
+
+    from serving.validation import validate_v2_inputs
+
+    inputs = v2_inputs(2)
+    raw = {}
+    for inp in inputs:
+        arr = np.array(inp.data, dtype=np.float32 if inp.datatype == "FP32" else object)
+        tensor = InferInput(inp.name, [2], inp.datatype)
+        tensor.set_data_from_numpy(arr, binary_data=True)
+        raw[inp.name] = tensor
+    cols = validate_v2_inputs(list(raw.values()), V2_TYPES)
+    assert cols["tailnum"] == ["N14228"] * 2 and cols["distance"] == [1400.0] * 2
+    raw["distance"]._shape = [3]
+    with pytest.raises(RequestError, match="distance: has 3 rows"):
+        validate_v2_inputs(list(raw.values()), V2_TYPES)
+    raw["distance"]._shape = [2]
+    raw["tailnum"]._raw_data = raw["tailnum"]._raw_data[:-1]
+    with pytest.raises(RequestError, match="tailnum: raw BYTES tensor ends inside"):
+        validate_v2_inputs(list(raw.values()), V2_TYPES)
