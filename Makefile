@@ -55,7 +55,7 @@ compile: venv ## compile the pipeline to pipelines/training_pipeline.yaml
 
 report: venv ## screenshot the newest local run report to runs/report.png
 	bash tools/install-chromium.sh
-	$(BIN)/python -c "from pathlib import Path; from mlops.browser import screenshot; \
+	$(BIN)/python -c "from pathlib import Path; from tools.browser import screenshot; \
 	r = max(Path('runs').glob('*/report.html'), key=lambda p: p.stat().st_mtime); \
 	print(screenshot(r, Path('runs/report.png')))"
 
@@ -65,10 +65,11 @@ test: venv ## run the test suite (unit, integration, e2e, containers)
 test-unit: venv ## run the fast unit tests only
 	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
-lint: venv ## ruff format check, ruff lint, mypy
+lint: venv ## ruff format check, ruff lint, mypy, import layers (import-linter)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy mlops components pipelines serving
+	$(BIN)/lint-imports
 
 bench: data ## run the benchmarks; figures go to bench/results.json
 	$(BIN)/python -m bench.run

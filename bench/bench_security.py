@@ -1,7 +1,7 @@
 """Security scan of the rendered Kubernetes packaging with checkov.
 
 Renders every configuration the repository ships (the chart with its default and ci/ values, each
-Kustomize overlay; see ``mlops.k8s_validate.render_all``) and scans it with checkov's Kubernetes
+Kustomize overlay; see ``tools.k8s_validate.render_all``) and scans it with checkov's Kubernetes
 checks. Figures: checks passed, failed and skipped (each skip is a ``checkov.io/skipN``
 annotation with its reason in the manifests), resources scanned, and the scan time. Checkov runs
 from its own environment (.tools/checkov, ``tools/install-checkov.sh``), offline
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlops.k8s_validate import render_all, scan
+from tools.k8s_validate import render_all, scan
 
 
 def run() -> dict[str, float | str]:

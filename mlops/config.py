@@ -7,8 +7,14 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlops.features import DECISION_THRESHOLD
+
 DEFAULT_CONFIG_FILE = "mlops.yaml"
 SPAN_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+# The registered model's name: the registry's, serving's and the rollout's default.
+DEFAULT_MODEL_NAME = "flight-delay"
+DEFAULT_REQUEST_LOG = "runs/serving/requests.jsonl"
+DEFAULT_PROMETHEUS_URL = "http://127.0.0.1:9090"
 
 
 class PlatformConfig(BaseModel):
@@ -25,6 +31,14 @@ class PlatformConfig(BaseModel):
     first_span: str = Field("2013-01", pattern=SPAN_PATTERN, description="First span to train on.")
     last_span: str = Field("2013-02", pattern=SPAN_PATTERN, description="Last span to train on.")
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of the window held out.")
+    model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model name.")
+    request_log: str = Field(
+        DEFAULT_REQUEST_LOG, description="Serving request log: a path or fsspec URI (.jsonl)."
+    )
+    prometheus_url: str = Field(DEFAULT_PROMETHEUS_URL, description="Prometheus API base URL.")
+    decision_threshold: float = Field(
+        DECISION_THRESHOLD, gt=0.0, lt=1.0, description="Score at which a flight is 'delayed'."
+    )
 
     @field_validator("last_span")
     @classmethod

@@ -10,8 +10,13 @@ and ``air_time`` leak the label and never enter the model.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Kind = Literal["categorical", "numeric"]
 
@@ -54,17 +59,26 @@ PLANE_VIEW = "plane_attributes"
 CARRIER_STATS_VIEW = "carrier_delay_stats"
 FEATURE_SERVICE = "flight_delay_v1"
 
+# The entity key each feature view is joined on (its Feast entity's join key).
+VIEW_KEYS: dict[str, str] = {
+    WEATHER_VIEW: ORIGIN,
+    PLANE_VIEW: TAILNUM,
+    CARRIER_STATS_VIEW: CARRIER,
+}
+
 # Rolling aggregate settings: a carrier's delay rate over the last 7 days, published only once
 # every flight in its window can have arrived (see mlops.data for the bound that justifies 48 h).
 ROLLING_WINDOW_DAYS = 7
 ROLLING_PUBLISH_LAG_HOURS = 48
+
+SCHED_DEP_HOUR = "sched_dep_hour"
 
 REQUEST_FEATURES: tuple[Feature, ...] = (
     Feature(CARRIER, "categorical", "request", "Two-letter carrier code."),
     Feature(ORIGIN, "categorical", "request", "Origin airport (EWR, JFK, LGA)."),
     Feature("dest", "categorical", "request", "Destination airport FAA code."),
     Feature("distance", "numeric", "request", "Great-circle distance in miles."),
-    Feature("sched_dep_hour", "numeric", "request", "Scheduled departure hour, local time."),
+    Feature(SCHED_DEP_HOUR, "numeric", "request", "Scheduled departure hour, local time."),
     Feature("day_of_week", "numeric", "request", "Day of week of the departure, Monday = 0."),
     Feature("month", "numeric", "request", "Month of the departure, 1-12."),
 )
@@ -117,14 +131,32 @@ REQUEST_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in REQUEST_FEATURES)
 # Entity columns the request must carry so the online lookup can find the Feast features.
 REQUEST_ENTITY_KEYS: tuple[str, ...] = ENTITY_KEYS
 
+# Fields of one serving request instance: the request features and the plane's entity key
+# (origin and carrier are request features already).
+REQUEST_FIELDS: tuple[str, ...] = (*REQUEST_FEATURE_NAMES, TAILNUM)
+
+# Hard inclusive ranges of the request's numeric features; a schema's float domains (padded by
+# the schema inference) can only narrow them.
+REQUEST_RANGES: dict[str, tuple[float, float]] = {
+    "distance": (1.0, 10_000.0),
+    SCHED_DEP_HOUR: (0.0, 23.0),
+    "day_of_week": (0.0, 6.0),
+    "month": (1.0, 12.0),
+}
+
+# A score at or above this is a "delayed" decision: accuracy, precision and recall in evaluation
+# and monitoring, and the outcome label of served predictions.
+DECISION_THRESHOLD = 0.5
+
 # Slices for evaluation and monitoring. `sched_hour_band` is derived by slice_values().
-SLICE_KEYS: tuple[str, ...] = (CARRIER, ORIGIN, "sched_hour_band")
+HOUR_BAND = "sched_hour_band"
+SLICE_KEYS: tuple[str, ...] = (CARRIER, ORIGIN, HOUR_BAND)
 
 # Bounded label sets for per-slice Prometheus metrics; anything else is reported as "other".
 SLICE_ALLOWLIST: dict[str, tuple[str, ...]] = {
     CARRIER: ("UA", "B6", "EV", "DL", "AA", "MQ", "US", "9E", "WN", "VX"),
     ORIGIN: ("EWR", "JFK", "LGA"),
-    "sched_hour_band": ("night", "morning", "afternoon", "evening"),
+    HOUR_BAND: ("night", "morning", "afternoon", "evening"),
 }
 OTHER_SLICE = "other"
 
@@ -151,3 +183,73 @@ def hour_band(hour: float) -> str:
 def bounded_slice_value(key: str, value: str) -> str:
     """Return ``value`` if it is on the allow-list of slice ``key``, else ``"other"``."""
     return value if value in SLICE_ALLOWLIST.get(key, ()) else OTHER_SLICE
+
+
+def _hour(value: object) -> float | None:
+    """The hour as a float, or None when it is missing or not a number (as ``pd.to_numeric``)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        hour = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(hour) else hour
+
+
+def slice_values(row: Mapping[str, object], bounded: bool = False) -> dict[str, str]:
+    """The value of every slice key of one row (a request instance or a data row).
+
+    ``sched_hour_band`` comes from ``sched_dep_hour`` through :func:`hour_band`. A missing value
+    (absent, None, NaN, or an hour that is not a number) becomes ``MISSING_CATEGORY``, so missing
+    rows form their own slice in evaluation and count as ``"other"`` once bounded for metrics.
+    :func:`slice_frame` is the same derivation for a DataFrame.
+
+    Args:
+        row: Field name to value.
+        bounded: Map values off the allow-lists to ``"other"`` (for Prometheus labels).
+    """
+    out: dict[str, str] = {}
+    for key in SLICE_KEYS:
+        if key == HOUR_BAND:
+            hour = _hour(row.get(SCHED_DEP_HOUR))
+            out[key] = MISSING_CATEGORY if hour is None else hour_band(hour)
+        else:
+            value = row.get(key)
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            out[key] = MISSING_CATEGORY if missing else str(value)
+    if bounded:
+        return {key: bounded_slice_value(key, value) for key, value in out.items()}
+    return out
+
+
+def slice_frame(df: pd.DataFrame, bounded: bool = False) -> pd.DataFrame:
+    """One string column per slice key, derived as :func:`slice_values` derives one row.
+
+    Args:
+        df: Rows with the slice keys' source columns (``sched_dep_hour`` for the hour band).
+        bounded: Map values off the allow-lists to ``"other"`` (for Prometheus labels).
+
+    Returns:
+        A frame with the index of ``df`` and the columns ``SLICE_KEYS``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for key in SLICE_KEYS:
+        if key == HOUR_BAND:
+            hours = pd.to_numeric(df[SCHED_DEP_HOUR], errors="coerce").to_numpy(dtype=float)
+            bands = np.select(
+                [hours < 6, hours < 12, hours < 18],
+                ["night", "morning", "afternoon"],
+                default="evening",
+            ).astype(object)
+            bands[np.isnan(hours)] = MISSING_CATEGORY
+            col = pd.Series(bands, index=df.index)
+        else:
+            col = df[key].astype(object).where(df[key].notna(), MISSING_CATEGORY).astype(str)
+        if bounded:
+            allowed = SLICE_ALLOWLIST.get(key, ())
+            col = col.where(col.isin(allowed), OTHER_SLICE)
+        out[key] = col.to_numpy(dtype=object)
+    return pd.DataFrame(out, index=df.index)

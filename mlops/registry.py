@@ -53,14 +53,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import fsspec
+from mlops.artifacts import SCHEMA_FILE, TRANSFORM_GRAPH_DIR
+from mlops.config import DEFAULT_MODEL_NAME
+
+if TYPE_CHECKING:
+    import fsspec
 
 DEFAULT_REGISTRY = "registry"
-DEFAULT_MODEL_NAME = "flight-delay"
 PRODUCTION = "production"
 CANDIDATE = "candidate"
+# Serving name of the candidate when one server holds both versions (shadow, canary replay).
+CANDIDATE_SUFFIX = "-candidate"
 # Aliases that may only point at a blessed version: serving follows them.
 PROTECTED_ALIASES: tuple[str, ...] = (PRODUCTION,)
 
@@ -69,8 +74,6 @@ LINEAGE_FILE = "lineage.json"
 EVALUATION_FILE = "evaluation.json"
 CLAIM_FILE = ".claim"
 MODEL_DIR = "model"
-TRANSFORM_DIR = "transform_graph"
-SCHEMA_FILE = "schema.pbtxt"
 STATISTICS_DIR = "statistics"
 REGISTRATIONS_DIR = "registrations"
 FLOCK_FILE = ".lock"
@@ -147,8 +150,19 @@ def code_revision(repo_dir: Path | None = None) -> tuple[str, bool]:
     return rev.stdout.strip(), bool(status.stdout.strip())
 
 
+def code_revision_label(repo_dir: Path | None = None) -> str:
+    """:func:`code_revision` as one string: ``<commit>``, ``<commit>-dirty`` or ``unknown``.
+
+    The form of the pipeline's ``code_revision`` parameter, which the push step records.
+    """
+    rev, dirty = code_revision(repo_dir)
+    return f"{rev}-dirty" if dirty else rev
+
+
 def file_hash(path: str | Path) -> str:
     """SHA-256 of a file's bytes (any fsspec URI), e.g. of the schema for lineage."""
+    import fsspec
+
     h = hashlib.sha256()
     with fsspec.open(str(path), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -162,6 +176,8 @@ def tree_hash(path: str | Path) -> str:
     The same tree gives the same digest wherever it lies, e.g. a SavedModel before and after a
     copy; push uses it to tell a retry of the same registration from a new one.
     """
+    import fsspec
+
     fs, root = fsspec.core.url_to_fs(str(path))
     h = hashlib.sha256()
     files = [root] if fs.isfile(root) else sorted(fs.find(root))
@@ -274,12 +290,7 @@ class ModelVersion:
     @property
     def transform_uri(self) -> str:
         """The TFT transform graph directory (present when it was registered)."""
-        return _join(self.uri, TRANSFORM_DIR)
-
-    @property
-    def schema_uri(self) -> str:
-        """The TFDV schema file (present when it was registered)."""
-        return _join(self.uri, SCHEMA_FILE)
+        return _join(self.uri, TRANSFORM_GRAPH_DIR)
 
     @property
     def statistics_uri(self) -> str:
@@ -308,6 +319,8 @@ class ModelVersion:
 
 
 def _exists(uri: str | Path) -> bool:
+    import fsspec
+
     fs, path = fsspec.core.url_to_fs(str(uri))
     return bool(fs.exists(path))
 
@@ -365,6 +378,8 @@ class ModelRegistry:
         lease_s: float = DEFAULT_LEASE_S,
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     ) -> None:
+        import fsspec
+
         self.uri = uri
         self.fs, self.root = fsspec.core.url_to_fs(uri)
         protocol = self.fs.protocol
@@ -575,6 +590,8 @@ class ModelRegistry:
 
     def _copy_tree(self, source: str | Path, dest: str) -> None:
         """Copy a directory (or one file) from a local path or fsspec URI into ``dest``."""
+        import fsspec
+
         src_fs, src_root = fsspec.core.url_to_fs(str(source))
         if src_fs.isfile(src_root):  # a single-file artifact keeps its name inside dest
             self._copy_file(src_fs, src_root, _join(dest, posixpath.basename(src_root)))
@@ -699,6 +716,8 @@ class ModelRegistry:
         Raises:
             RegistryError: A source does not exist, or the key is malformed.
         """
+        import fsspec
+
         lineage = Lineage.from_dict(lineage.to_dict())  # a copy: the caller's record stays as is
         # Check the sources before claiming a number, so a typo does not burn a version.
         for source in (model_dir, transform_dir, schema_path):
@@ -725,7 +744,7 @@ class ModelRegistry:
         path = self._version_path(model_name, version)
         self._copy_tree(model_dir, _join(path, MODEL_DIR))
         if transform_dir is not None:
-            self._copy_tree(transform_dir, _join(path, TRANSFORM_DIR))
+            self._copy_tree(transform_dir, _join(path, TRANSFORM_GRAPH_DIR))
         if statistics_dir is not None:
             self._copy_tree(statistics_dir, _join(path, STATISTICS_DIR))
         if schema_path is not None:

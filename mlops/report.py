@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops.artifacts import EXECUTOR_OUTPUT_FILE
+
 
 @dataclass
 class StepRecord:
@@ -35,7 +37,7 @@ class StepRecord:
 
 def read_task_outputs(task_dir: Path) -> dict[str, Any]:
     """The artifacts and parameters a kfp.local task wrote (its executor_output.json)."""
-    path = task_dir / "executor_output.json"
+    path = task_dir / EXECUTOR_OUTPUT_FILE
     if not path.is_file():
         return {}
     raw = json.loads(path.read_text())
@@ -114,7 +116,7 @@ def _artifact_html(name: str, out: dict[str, Any]) -> str:
 
 def slice_table(evaluation: dict[str, Any]) -> str:
     """The per-slice table of an evaluation/blessing JSON, as HTML."""
-    slices = evaluation.get("slices") or evaluation.get("per_slice") or []
+    slices = evaluation.get("slices") or []
     if not slices:
         return ""
     keys = [k for k in slices[0] if not isinstance(slices[0][k], dict | list)]

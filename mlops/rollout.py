@@ -282,7 +282,7 @@ def version_stats(prom: PrometheusClient, sel: str, window: str) -> VersionStats
     # A slice with no positive prediction has no positive series: `or total * 0` makes it 0.
     positive = prom.by_slice(
         f"(sum by (slice_key, slice_value) (increase({T.PREDICTIONS}"
-        f'{{{sel},outcome="positive"}}[{window}])) or {total} * 0) / {total}'
+        f'{{{sel},outcome="{T.POSITIVE}"}}[{window}])) or {total} * 0) / {total}'
     )
     mean_score = prom.by_slice(
         f"sum by (slice_key, slice_value) (increase({T.PREDICTION_SCORE}_sum{{{sel}}}[{window}]))"
@@ -629,19 +629,21 @@ def record_decision(
     Returns:
         The production version after the step.
     """
+    from mlops.registry import CANDIDATE, PRODUCTION
+
     kind = {"promote": "promoted", "rollback": "rolled_back", "hold": "canary_held"}
     registry.record_event(model_name, canary_version, kind[analysis.decision], analysis.to_dict())
     if analysis.decision == "promote":
         registry.set_alias(
-            model_name, "production", canary_version, reason="; ".join(analysis.reasons)
+            model_name, PRODUCTION, canary_version, reason="; ".join(analysis.reasons)
         )
     elif (
         analysis.decision == "rollback"
-        and registry.aliases(model_name).get("candidate") == canary_version
+        and registry.aliases(model_name).get(CANDIDATE) == canary_version
     ):
         # The candidate alias must not keep pointing at a rolled-back version.
-        registry.remove_alias(model_name, "candidate")
-    current = registry.find(model_name, "production")
+        registry.remove_alias(model_name, CANDIDATE)
+    current = registry.find(model_name, PRODUCTION)
     return None if current is None else current.version
 
 
@@ -753,7 +755,7 @@ class ClusterRollout:
         is read again: it either shows what was sent (done) or :class:`KubeUnconfirmedWrite`
         is raised, and the next pass starts from a fresh read.
         """
-        from mlops.k8s_validate import validate_inference_service
+        from mlops.kserve_types import validate_inference_service
 
         # `status` belongs to KServe's controller and a patch of the object cannot change it;
         # what is checked is everything this patch writes.
@@ -785,7 +787,9 @@ class ClusterRollout:
 
     def state(self, obj: dict[str, Any] | None = None) -> ServiceState:
         """Where the rollout stands: the object's canary against the registry's production."""
-        production = self.registry.find(self.model_name, "production")
+        from mlops.registry import PRODUCTION
+
+        production = self.registry.find(self.model_name, PRODUCTION)
         return service_state(
             self.get() if obj is None else obj, None if production is None else production.version
         )

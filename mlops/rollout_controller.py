@@ -34,6 +34,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mlops import telemetry as T
+from mlops.config import DEFAULT_MODEL_NAME
+from mlops.registry import ModelRegistry
 from mlops.rollout import (
     ClusterRollout,
     PrometheusClient,
@@ -203,7 +205,7 @@ def add_rollout_controller_parser(sub: argparse._SubParsersAction) -> None:
         help="Prometheus that scrapes both revisions",
     )  # fmt: skip
     p.add_argument("--registry-uri", help="model registry (default: the config's)")
-    p.add_argument("--model-name", default="flight-delay", help="registered model name")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")
     p.add_argument("--interval", type=float, default=60.0, help="seconds between passes")
     p.add_argument("--metrics-port", type=int, default=9100, help="port of /metrics (0: none)")
     p.add_argument("--metrics-host", default="0.0.0.0", help="address of /metrics")
@@ -234,8 +236,6 @@ def add_rollout_controller_parser(sub: argparse._SubParsersAction) -> None:
 def cli_rollout_controller(args: argparse.Namespace, default_registry: str) -> int:
     """Run ``mlops rollout-controller``: in-cluster credentials, else the kubeconfig's."""
     from prometheus_client import start_http_server
-
-    from mlops.registry import ModelRegistry
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rollout = ClusterRollout.from_kubeconfig(

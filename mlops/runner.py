@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,21 +58,6 @@ def compile_pipeline(
     return out
 
 
-def code_revision() -> str:
-    """The git commit of the working tree, with ``-dirty`` when it has changes."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{rev}-dirty" if dirty else rev
-
-
 class _StepTimer(logging.Filter):
     """Observes kfp.local's task log lines to time each step.
 
@@ -119,17 +103,27 @@ class RunSummary:
 
 
 def _decisions(steps: dict[str, StepRecord]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Pull the verdict, metrics, blessing and registry version out of the step outputs."""
+    """Pull the verdict, metrics, blessing and registry version out of the step outputs.
+
+    Each component's result type reads its own artifact metadata back (``from_metadata``), so
+    the keys are spelled once, where the component writes them.
+    """
+    # The app layer reads the components' result types; their core modules import no TensorFlow.
+    from components.deploy.core import DeployResult
+    from components.evaluate.core import BlessingMetadata
+    from components.push.core import PushResult
+    from components.validate.core import VerdictMetadata
+
     decisions: dict[str, Any] = {}
     evaluation = None
-    verdict = steps.get("validate-op")
-    if verdict and verdict.outputs:
-        for out in verdict.outputs.values():
-            meta = out.get("metadata", {})
-            if "ok" in meta:
-                decisions["validation"] = "passed" if meta["ok"] else "FAILED"
-                if not meta["ok"] and meta.get("summary"):
-                    decisions["validation report"] = meta["summary"]
+    validate = steps.get("validate-op")
+    if validate and validate.outputs:
+        for out in validate.outputs.values():
+            verdict = VerdictMetadata.from_metadata(out.get("metadata", {}))
+            if verdict is not None:
+                decisions["validation"] = "passed" if verdict.ok else "FAILED"
+                if not verdict.ok and verdict.summary:
+                    decisions["validation report"] = verdict.summary
     ev = steps.get("evaluate-op")
     if ev and ev.outputs:
         metrics = ev.outputs.get("metrics", {}).get("metadata", {})
@@ -137,25 +131,25 @@ def _decisions(steps: dict[str, StepRecord]) -> tuple[dict[str, Any], dict[str, 
             if key in metrics:
                 decisions[key] = round(float(metrics[key]), 4)
         blessing = ev.outputs.get("blessing", {})
-        meta = blessing.get("metadata", {})
-        if "blessed" in meta:
-            decisions["blessed"] = meta["blessed"]
-            decisions["reasons"] = meta.get("reasons", "")
+        blessed = BlessingMetadata.from_metadata(blessing.get("metadata", {}))
+        if blessed is not None:
+            decisions["blessed"] = blessed.blessed
+            decisions["reasons"] = "\n".join(blessed.reasons)
         path = Path(blessing.get("path", ""))
         if path.is_file():
             evaluation = json.loads(path.read_text())
     deploy = steps.get("deploy-op")
     if deploy and deploy.outputs:
-        meta = deploy.outputs.get("decision", {}).get("metadata", {})
-        decisions["deploy"] = meta.get("action")
-        decisions["deploy reasons"] = meta.get("reasons")
-        decisions["production version"] = meta.get("production_version") or None
+        done = DeployResult.from_metadata(deploy.outputs.get("decision", {}).get("metadata", {}))
+        decisions["deploy"] = done.action if done else None
+        decisions["deploy reasons"] = "\n".join(done.reasons) if done else None
+        decisions["production version"] = done.production_version if done else None
     push = steps.get("push-op")
     if push and push.outputs:
-        meta = push.outputs.get("pushed", {}).get("metadata", {})
-        decisions["pushed"] = meta.get("pushed")
-        decisions["registry version"] = meta.get("version") or None
-        decisions["push"] = meta.get("reason")
+        pushed = PushResult.from_metadata(push.outputs.get("pushed", {}).get("metadata", {}))
+        decisions["pushed"] = pushed.pushed if pushed else None
+        decisions["registry version"] = pushed.version if pushed else None
+        decisions["push"] = pushed.reason if pushed else None
     return decisions, evaluation
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from mlops import features as F
 from mlops import telemetry as T
+from mlops.registry import CANDIDATE_SUFFIX, PRODUCTION
 from mlops.rollout import (
     PrometheusClient,
     RolloutAnalysis,
@@ -40,8 +41,9 @@ from mlops.rollout import (
     selector,
 )
 
-CANDIDATE_SUFFIX = "-candidate"
 WARMUP = 5
+# Flights replayed to each version: enough that a slice at the gating share holds ~15 requests.
+DEFAULT_REPLAY_REQUESTS = 300
 
 
 def free_port() -> int:
@@ -142,8 +144,7 @@ def replay_rows(flights: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     """Request instances (request features + tail number) of held-out flights."""
     rows = []
     for rec in flights.head(limit).to_dict(orient="records"):
-        inst = {n: rec[n] for n in F.REQUEST_FEATURE_NAMES}
-        inst[F.TAILNUM] = rec[F.TAILNUM]
+        inst = {n: rec[n] for n in F.REQUEST_FIELDS}
         rows.append({k: (float(v) if k in F.NUMERIC_FEATURES else str(v)) for k, v in inst.items()})
     return rows
 
@@ -181,7 +182,7 @@ def shadow_rollout(
     feature_repo: Path,
     replay: pd.DataFrame,
     thresholds: RolloutThresholds | None = None,
-    requests: int = 400,
+    requests: int = DEFAULT_REPLAY_REQUESTS,
 ) -> RolloutAnalysis:
     """Serve production and candidate side by side, replay traffic, analyse, record.
 
@@ -194,7 +195,7 @@ def shadow_rollout(
         thresholds: Rollout thresholds; defaults suited to a short replay.
         requests: Flights to replay to each version (bounded).
     """
-    stable = registry.find(model_name, "production")
+    stable = registry.find(model_name, PRODUCTION)
     if stable is None:
         raise ValueError(f"{model_name} has no production version to compare with")
     candidate = registry.get(model_name, candidate_version)

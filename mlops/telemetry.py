@@ -21,7 +21,10 @@ FEATURE_CACHE = f"{PREFIX}_feature_cache_total"  # counter{result in FEATURE_CAC
 
 ERROR_KINDS = ("bad_request", "feature_lookup", "predict", "unavailable", "internal")
 STAGES = ("feature_lookup", "predict", "total")
-OUTCOMES = ("positive", "negative")
+# The `outcome` label of PREDICTIONS: the score at or above the decision threshold, or below.
+POSITIVE = "positive"
+NEGATIVE = "negative"
+OUTCOMES = (POSITIVE, NEGATIVE)
 FEATURE_CACHE_RESULTS = ("hit", "stale_hit", "miss", "read", "read_error")
 
 # Monitoring job (pushed to the Pushgateway or served by `mlops monitor`).

@@ -11,6 +11,7 @@ registry at ``/mnt/registry`` (``kfp.local`` ignores the mounts).
 from kfp import dsl, kubernetes
 
 from components.monitor.component import monitor_op
+from mlops.registry import DEFAULT_MODEL_NAME
 from pipelines.training_pipeline import REGISTRY_MOUNT, mount_registry
 
 PIPELINE_NAME = "flight-delay-monitoring"
@@ -23,7 +24,7 @@ def monitoring_pipeline(
     requests_pvc: str = "flight-delay-requests",
     registry_uri: str = REGISTRY_MOUNT,
     registry_pvc: str = "flight-delay-registry",
-    model_name: str = "flight-delay",
+    model_name: str = DEFAULT_MODEL_NAME,
     previous_statistics_uri: str = "",
     feedback_uri: str = "",
     pushgateway: str = "prometheus-pushgateway.monitoring:9091",

@@ -20,12 +20,14 @@ from kfp.dsl import PipelineTask
 
 from components.deploy.component import deploy_op
 from components.evaluate.component import evaluate_op
+from components.evaluate.config import GATE_DEFAULTS
 from components.gate.component import validation_gate_op
 from components.ingest.component import ingest_op
 from components.push.component import push_op
 from components.train.component import train_op
 from components.transform.component import transform_op
 from components.validate.component import validate_op
+from mlops.registry import DEFAULT_MODEL_NAME
 
 PIPELINE_NAME = "flight-delay-training"
 REGISTRY_MOUNT = "/mnt/registry"
@@ -55,12 +57,17 @@ def training_pipeline(
     registry_uri: str = REGISTRY_MOUNT,
     registry_pvc: str = "flight-delay-registry",
     registry_serving_root: str = "pvc://flight-delay-registry",
-    model_name: str = "flight-delay",
-    min_auc: float = 0.6,
-    max_log_loss: float = 0.69,
-    max_auc_drop: float = 0.01,
-    max_slice_auc_drop: float = 0.05,
-    min_slice_count: int = 200,
+    model_name: str = DEFAULT_MODEL_NAME,
+    # The model gate; its defaults have one home, EvalConfig (components/evaluate/config.py).
+    decision_threshold: float = GATE_DEFAULTS.threshold,
+    min_auc: float = GATE_DEFAULTS.min_auc,
+    max_log_loss: float = GATE_DEFAULTS.max_log_loss,
+    max_auc_drop: float = GATE_DEFAULTS.max_auc_drop,
+    max_log_loss_increase: float = GATE_DEFAULTS.max_log_loss_increase,
+    max_slice_auc_drop: float = GATE_DEFAULTS.max_slice_auc_drop,
+    max_slice_log_loss_increase: float = GATE_DEFAULTS.max_slice_log_loss_increase,
+    slice_max_auc_drop: dict = dict(GATE_DEFAULTS.slice_max_auc_drop),  # noqa: B006 - a KFP default
+    min_slice_count: int = GATE_DEFAULTS.min_slice_count,
     stop_on_invalid_data: bool = True,
     deploy_mode: str = "cluster",
     inference_service: str = "flight-delay",
@@ -89,10 +96,16 @@ def training_pipeline(
         registry_serving_root: The registry root as KServe reads it (``pvc://<registry_pvc>``);
             '' when KServe reads ``registry_uri`` itself (object storage).
         model_name: Registered model name.
+        decision_threshold: Score at or above which a flight is predicted delayed (accuracy,
+            precision, recall and the confusion matrix of the evaluation).
         min_auc: Absolute AUC a first model must reach.
         max_log_loss: Absolute log loss a first model must stay under.
         max_auc_drop: Largest overall AUC drop against production that still blesses.
+        max_log_loss_increase: Largest overall log loss increase against production.
         max_slice_auc_drop: Largest AUC drop of any gating slice against production.
+        max_slice_log_loss_increase: Largest log loss increase of any gating slice.
+        slice_max_auc_drop: Per-slice overrides of ``max_slice_auc_drop``, keyed ``"key"`` or
+            ``"key=value"``, e.g. ``{"origin=LGA": 0.08}``.
         min_slice_count: Slices with fewer eval examples are reported, not gating.
         stop_on_invalid_data: Fail the run at the validation gate when the data is invalid
             (else it runs on and push refuses the model).
@@ -157,10 +170,14 @@ def training_pipeline(
         model=train.outputs["model"],
         registry_uri=registry_uri,
         model_name=model_name,
+        threshold=decision_threshold,
         min_auc=min_auc,
         max_log_loss=max_log_loss,
         max_auc_drop=max_auc_drop,
+        max_log_loss_increase=max_log_loss_increase,
         max_slice_auc_drop=max_slice_auc_drop,
+        max_slice_log_loss_increase=max_slice_log_loss_increase,
+        slice_max_auc_drop=slice_max_auc_drop,
         min_slice_count=min_slice_count,
     )
     evaluate.set_display_name("evaluate").set_caching_options(False)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlops.config import DEFAULT_REQUEST_LOG
+from mlops.registry import DEFAULT_MODEL_NAME, PRODUCTION
+from serving.online import MISSING_POLICIES
+
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand to the ``mlops`` CLI's subparsers."""
     p = sub.add_parser("serve", help="serve the model locally (KServe, V1/V2, /metrics)")
     p.add_argument("--model-dir", help="SavedModel to serve (default: the registry's alias)")
     p.add_argument("--registry", default=None, help="model registry (default: the config's)")
-    p.add_argument("--alias", default="production", help="registry alias or version to serve")
+    p.add_argument("--alias", default=PRODUCTION, help="registry alias or version to serve")
     p.add_argument("--second-model-dir", default=None, help="a second version side by side")
-    p.add_argument("--model-name", default="flight-delay")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument(
         "--grpc-port",
@@ -29,8 +33,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
         help="largest request body accepted, 413 past it (default: 2 MiB)",
     )
     p.add_argument("--feast-repo", type=Path, default=Path("feature_repo"))
-    p.add_argument("--request-log", type=Path, default=Path("runs/serving/requests.jsonl"))
-    p.add_argument("--missing-entity-policy", choices=("impute", "reject"), default="impute")
+    p.add_argument("--request-log", type=Path, default=Path(DEFAULT_REQUEST_LOG))
+    p.add_argument("--missing-entity-policy", choices=MISSING_POLICIES, default=MISSING_POLICIES[0])
 
 
 def cli_serve(args: argparse.Namespace, default_registry: str = "registry") -> int:

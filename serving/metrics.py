@@ -75,11 +75,12 @@ def model_labels(model: str) -> tuple[str, str]:
 
 def slice_labels(instance: dict[str, object]) -> list[tuple[str, str]]:
     """Return the bounded ``(slice_key, slice_value)`` pairs of one request instance."""
-    hour = instance.get("sched_dep_hour")
-    band = F.hour_band(float(hour)) if isinstance(hour, int | float) else F.OTHER_SLICE
-    raw = {F.CARRIER: str(instance.get(F.CARRIER)), F.ORIGIN: str(instance.get(F.ORIGIN)),
-           "sched_hour_band": band}  # fmt: skip
-    return [(key, F.bounded_slice_value(key, raw[key])) for key in F.SLICE_KEYS]
+    return list(F.slice_values(instance, bounded=True).items())
+
+
+def outcome(score: float, threshold: float) -> str:
+    """The ``outcome`` label of one score (``score >= threshold`` is positive)."""
+    return T.POSITIVE if score >= threshold else T.NEGATIVE
 
 
 class ModelMetrics:

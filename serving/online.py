@@ -38,14 +38,9 @@ from mlops import features as F
 
 log = logging.getLogger(__name__)
 
-# Which entity key each view hangs off, and its features, in contract order.
-VIEW_KEYS: dict[str, str] = {
-    F.WEATHER_VIEW: F.ORIGIN,
-    F.PLANE_VIEW: F.TAILNUM,
-    F.CARRIER_STATS_VIEW: F.CARRIER,
-}
+# Each view's features, in contract order (its entity key is ``F.VIEW_KEYS[view]``).
 VIEW_FEATURES: dict[str, tuple[str, ...]] = {
-    view: tuple(f.name for f in F.FEAST_FEATURES if f.source == view) for view in VIEW_KEYS
+    view: tuple(f.name for f in F.FEAST_FEATURES if f.source == view) for view in F.VIEW_KEYS
 }
 MISSING_POLICIES = ("impute", "reject")
 # A key that no entity has: pads the entity rows of views with fewer keys than the widest one.
@@ -97,7 +92,7 @@ def entity_rows(keys: KeysByView) -> list[dict[str, str]]:
     rows = []
     for i in range(width):
         row = {}
-        for view, key_name in VIEW_KEYS.items():
+        for view, key_name in F.VIEW_KEYS.items():
             vkeys = keys.get(view, [])
             row[key_name] = vkeys[i] if i < len(vkeys) else _PAD_KEY
         rows.append(row)
@@ -139,7 +134,7 @@ class FeastSdkSource:
             return {view: {} for view in keys}
         resp = self.store.get_online_features(features=self.service, entity_rows=rows)
         data = resp.to_dict(include_event_timestamps=True)
-        names = [n for view in VIEW_KEYS for n in VIEW_FEATURES[view]]
+        names = [n for view in F.VIEW_KEYS for n in VIEW_FEATURES[view]]
         values = [{n: data[n][i] for n in names} for i in range(len(rows))]
         stamps = [{n: float(data[f"{n}__ts"][i]) or None for n in names} for i in range(len(rows))]
         return _rows_to_views(keys, values, stamps)
@@ -157,7 +152,7 @@ def entity_keys_of_repo(store: Any, limit: int = 20_000) -> KeysByView:
     import pandas as pd
 
     keys: KeysByView = {}
-    for view, key_name in VIEW_KEYS.items():
+    for view, key_name in F.VIEW_KEYS.items():
         path = store.get_feature_view(view).batch_source.path
         column = pd.read_parquet(path, columns=[key_name])[key_name].dropna().astype(str)
         keys[view] = list(column.drop_duplicates())[:limit]
@@ -415,7 +410,7 @@ class OnlineFeatures:
         found: list[dict[str, ViewRow]] = [{} for _ in rows]
         waits: list[tuple[int, str, asyncio.Future[ViewRow]]] = []
         for i, row in enumerate(rows):
-            for view, key_name in VIEW_KEYS.items():
+            for view, key_name in F.VIEW_KEYS.items():
                 key = row[key_name]
                 hit = self._cache.get((view, key)) if self.caching else None
                 age = now - hit[0] if hit is not None else math.inf
@@ -478,8 +473,3 @@ def _lookup_of(views: dict[str, ViewRow]) -> Lookup:
         else:
             stale[view] = max(0.0, wall - float(vrow.event_ts or 0.0))
     return Lookup(features=feats, missing_views=missing, staleness_s=stale)
-
-
-def is_missing(value: Any) -> bool:
-    """Whether a feature value counts as missing (``None`` or NaN)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))

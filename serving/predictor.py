@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from mlops import features as F
+from mlops.registry import version_from_uri
 from mlops.rollout import STORAGE_URI_ENV
 from serving import metrics as M
 from serving.runtime import (
@@ -46,8 +46,8 @@ RETRY_AFTER_S = 1
 
 def version_of(model_dir: str | Path) -> str:
     """The registry version of a model directory (``.../versions/<n>/model``), else its name."""
-    m = re.search(r"versions/([^/]+)/model/?$", str(model_dir))
-    return m.group(1) if m else Path(model_dir).name
+    version = version_from_uri(str(model_dir))
+    return Path(model_dir).name if version is None else str(version)
 
 
 def served_version(flag: str | None, model_dir: str, environ: Mapping[str, str]) -> str:

@@ -61,21 +61,6 @@ class ModelCallTimeout(ModelProcessError):
 OnDone = Callable[[np.ndarray | None, BaseException | None], None]
 
 
-async def _awaitable(start_call: Any, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-    fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-
-    def done(scores: np.ndarray | None, err: BaseException | None) -> None:
-        if fut.done():
-            return
-        if err is not None or scores is None:
-            fut.set_exception(err or RuntimeError("no scores"))
-        else:
-            fut.set_result(scores)
-
-    start_call(numeric, categorical, done)
-    return await fut
-
-
 def packed_signature(tf: Any, signature: Any) -> Any:
     """The signature behind two inputs: numeric ``[n, len(NUMERIC)]``, string ``[n, len(CAT.)]``.
 
@@ -188,8 +173,7 @@ class ModelProcess:
 
     ``start_call`` is driven by the event loop itself: it writes the inputs to the pipe and the
     loop reads the reply when the pipe is readable, so no thread waits for the GIL to pick it up.
-    ``score`` is the blocking form, ``score_async`` the awaitable one. One call at a time (callers
-    batch).
+    ``score`` is the blocking form. One call at a time (callers batch).
 
     A call sent to the child must be answered within ``call_timeout_s``; a child that misses it is
     killed. A child that exits is seen when its pipe closes (a watched pipe: at once, even between
@@ -429,9 +413,6 @@ class ModelProcess:
             self._finish(np.asarray(value), None)
         else:
             self._finish(None, ModelProcessError(f"model process: {value}"))
-
-    async def score_async(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
-        return await _awaitable(self.start_call, numeric, categorical)
 
     def _drop_reader(self) -> None:
         if self._reader is not None:

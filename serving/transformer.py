@@ -39,10 +39,10 @@ from kserve.model import PredictorConfig
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from mlops import features as F
+from mlops.registry import CANDIDATE_SUFFIX
 from serving import metrics as M
 from serving.online import (
     MISSING_POLICIES,
-    VIEW_KEYS,
     FeastHttpSource,
     FeastSdkSource,
     OnlineFeatures,
@@ -294,7 +294,7 @@ class FlightDelayTransformer(kserve.Model):
         missing_entity_policy: str = "impute",
         max_batch: int = DEFAULT_MAX_BATCH,
         request_log: RequestLog | None = None,
-        decision_threshold: float = 0.5,
+        decision_threshold: float = F.DECISION_THRESHOLD,
     ) -> None:
         super().__init__(name, predictor_config)
         if missing_entity_policy not in MISSING_POLICIES:
@@ -357,7 +357,7 @@ class FlightDelayTransformer(kserve.Model):
             for view in found.missing_views:
                 self.metrics.missing(view).inc()
                 if self.missing_entity_policy == "reject":
-                    key = VIEW_KEYS[view]
+                    key = F.VIEW_KEYS[view]
                     raise InvalidInput(
                         f"instances[{i}].{key}: {inst[key]!r} not found in the online store "
                         f"(feature view {view}); the missing-entity policy is 'reject'"
@@ -442,7 +442,7 @@ class FlightDelayTransformer(kserve.Model):
         metrics, threshold = self.metrics_of(result.version), self.decision_threshold
         for i, (inst, score) in enumerate(zip(result.instances, scores, strict=True)):
             s = float(score)
-            outcome = "positive" if s >= threshold else "negative"
+            outcome = M.outcome(s, threshold)
             for key, value in M.slice_labels(inst):
                 metrics.score(key, value).observe(s)
                 metrics.prediction(key, value, outcome).inc()
@@ -478,31 +478,15 @@ class FlightDelayTransformer(kserve.Model):
     def get_input_types(self) -> list[dict[str, Any]]:
         return [
             {"name": n, "datatype": "FP32" if n in F.NUMERIC_FEATURES else "BYTES", "shape": [-1]}
-            for n in (*F.REQUEST_FEATURE_NAMES, F.TAILNUM)
+            for n in F.REQUEST_FIELDS
         ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "score", "datatype": "FP32", "shape": [-1]}]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The KServe model server's flags plus the transformer's."""
-    p = argparse.ArgumentParser(parents=[kserve.model_server.parser])
-    p.add_argument("--host", default="127.0.0.1", help="Address to bind the HTTP server.")
-    p.add_argument(
-        "--model_dir", default=None, help="Embedded mode: the SavedModel to run in this process."
-    )
-    p.add_argument("--model_version", default=None, help="Version label (default: from dir).")
-    p.add_argument(
-        "--second_model_dir",
-        default=None,
-        help="Embedded mode: a second version served side by side.",
-    )
-    p.add_argument(
-        "--second_model_name",
-        default=None,
-        help="Name of the second version (default: <model_name>-candidate).",
-    )
+def add_online_feature_args(p: argparse.ArgumentParser) -> None:
+    """Flags of the online feature lookup: the Feast source, its cache and missing entities."""
     p.add_argument("--feast_repo", type=Path, default=None, help="Feast repository (SDK reads).")
     p.add_argument("--feast_server_url", default=None, help="Feast feature server base URL.")
     p.add_argument(
@@ -537,17 +521,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="impute: absent entity's features are missing values (as in the "
         "training join); reject: answer 400 naming the entity key.",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The KServe model server's flags plus the transformer's."""
+    p = argparse.ArgumentParser(parents=[kserve.model_server.parser])
+    p.add_argument("--host", default="127.0.0.1", help="Address to bind the HTTP server.")
+    p.add_argument(
+        "--model_dir", default=None, help="Embedded mode: the SavedModel to run in this process."
+    )
+    p.add_argument("--model_version", default=None, help="Version label (default: from dir).")
+    p.add_argument(
+        "--second_model_dir",
+        default=None,
+        help="Embedded mode: a second version served side by side.",
+    )
+    p.add_argument(
+        "--second_model_name",
+        default=None,
+        help=f"Name of the second version (default: <model_name>{CANDIDATE_SUFFIX}).",
+    )
+    add_online_feature_args(p)
     p.add_argument("--max_batch_size", type=int, default=DEFAULT_MAX_BATCH)
-    p.add_argument("--schema", type=Path, default=None, help="TFDV schema.pbtxt for validation.")
+    p.add_argument(
+        "--schema",
+        type=Path,
+        default=None,
+        help="TFDV schema.pbtxt for validation (default: the one packaged with mlops).",
+    )
     add_request_log_args(p)
-    p.add_argument("--decision_threshold", type=float, default=0.5)
+    p.add_argument("--decision_threshold", type=float, default=F.DECISION_THRESHOLD)
     add_model_runtime_args(p)
     add_server_args(p)
     return p  # fmt: skip
 
 
-def build_models(args: argparse.Namespace) -> list[kserve.Model]:
-    """The models one server process registers, from parsed flags (loaded and ready)."""
+def online_features(args: argparse.Namespace) -> OnlineFeatures:
+    """The online feature lookup the flags ask for, its cache registered and warmed up."""
     if args.feast_server_url:
         source: Any = FeastHttpSource(args.feast_server_url, args.feature_timeout_ms / 1000)
     elif args.feast_repo:
@@ -566,6 +576,12 @@ def build_models(args: argparse.Namespace) -> list[kserve.Model]:
         loaded = online.preload(source.read_sync, entity_keys_of_repo(source.store))
         logger.info("feature cache warm-up: %d rows in %.1f s", loaded,
                     time.perf_counter() - started)  # fmt: skip
+    return online
+
+
+def build_models(args: argparse.Namespace) -> list[kserve.Model]:
+    """The models one server process registers, from parsed flags (loaded and ready)."""
+    online = online_features(args)
     schema = load_schema(args.schema)
     log = RequestLog.from_args(args)
     common = dict(
@@ -589,7 +605,7 @@ def build_models(args: argparse.Namespace) -> list[kserve.Model]:
     else:
         pairs = [(args.model_name, args.model_dir, args.model_version)]
         if args.second_model_dir:
-            name2 = args.second_model_name or f"{args.model_name}-candidate"
+            name2 = args.second_model_name or f"{args.model_name}{CANDIDATE_SUFFIX}"
             pairs.append((name2, args.second_model_dir, None))
         for name, model_dir, version in pairs:
             predictor = FlightDelayPredictor(f"{name}-predictor", model_dir, version,

@@ -1,9 +1,10 @@
 """Request validation against the serving schema: a pure function, no server, no TensorFlow.
 
-The serving request carries ``mlops.features.REQUEST_FEATURE_NAMES`` plus ``tailnum`` (the entity
-key of the plane features). Domains come from the checked-in TFDV schema's ``SERVING`` environment
-(``components/validate/schema/schema.pbtxt``) when it exists, intersected with the contract's hard
-ranges below (a departure hour is 0-23 whatever the data showed).
+The serving request carries ``mlops.features.REQUEST_FIELDS`` (the request features plus
+``tailnum``, the entity key of the plane features). Domains come from the curated TFDV schema's
+``SERVING`` environment, shipped as package data of ``mlops`` (``mlops/schema/schema.pbtxt``, so
+the serving image needs no ``components/``), intersected with the contract's hard ranges
+``mlops.features.REQUEST_RANGES`` (a departure hour is 0-23 whatever the data showed).
 
 Policy for unknown categories: ``carrier``, ``origin`` and ``dest`` have closed vocabularies in
 the schema, and a value outside them is refused with a 4xx naming the field and the value (a
@@ -21,24 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops import artifacts as A
 from mlops import features as F
 
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = ROOT / "components" / "validate" / "schema" / "schema.pbtxt"
 SERVING_ENV = "SERVING"
 DEFAULT_MAX_BATCH = 256
-
-# Fields of one request instance: the request features and the plane's entity key.
-REQUEST_FIELDS: tuple[str, ...] = (*F.REQUEST_FEATURE_NAMES, F.TAILNUM)
-
-# Hard ranges of the request's numeric features; the schema's float domains (padded by the
-# schema inference) can only narrow them.
-CONTRACT_RANGES: dict[str, tuple[float, float]] = {
-    "distance": (1.0, 10_000.0),
-    "sched_dep_hour": (0.0, 23.0),
-    "day_of_week": (0.0, 6.0),
-    "month": (1.0, 12.0),
-}
 # A tail number is an FAA registration; the data's placeholder for a missing one is accepted too.
 TAILNUM_RE = re.compile(r"^[A-Z0-9]{1,10}$")
 
@@ -70,29 +58,31 @@ class ServingSchema:
 
 
 def load_schema(path: Path | None = None) -> ServingSchema:
-    """Read the serving domains from a TFDV schema, or fall back to the contract's ranges.
+    """Read the serving domains from a TFDV schema.
 
     Args:
-        path: A ``schema.pbtxt``; the checked-in one by default, and when that is missing the
-            contract (numeric ranges only, open vocabularies). A named file must exist.
+        path: A ``schema.pbtxt``; by default the curated one shipped with ``mlops``
+            (``mlops.artifacts.packaged_schema``).
 
     Raises:
-        FileNotFoundError: ``path`` was given and is not a file.
+        FileNotFoundError: The schema, named or packaged, is not a file.
     """
     if path is not None and not path.is_file():
         # A schema that was asked for and is not there must not silently open the vocabularies.
         raise FileNotFoundError(f"--schema {path}: no such file")
-    path = path or SCHEMA_PATH
+    path = path or A.packaged_schema()
     if not path.is_file():
-        return ServingSchema(ranges=dict(CONTRACT_RANGES), source="contract")
+        # The schema ships with the code: an install without it is broken, and serving with open
+        # vocabularies would hide that (the serving image once did, see the chart tests).
+        raise FileNotFoundError(f"{path}: the packaged schema is missing from this install")
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
     schema = text_format.Parse(path.read_text(), schema_pb2.Schema())
     vocab: dict[str, frozenset[str]] = {}
-    ranges = dict(CONTRACT_RANGES)
+    ranges = dict(F.REQUEST_RANGES)
     for feat in schema.feature:
-        if feat.name not in REQUEST_FIELDS or SERVING_ENV in feat.not_in_environment:
+        if feat.name not in F.REQUEST_FIELDS or SERVING_ENV in feat.not_in_environment:
             continue
         if feat.HasField("string_domain"):
             vocab[feat.name] = frozenset(feat.string_domain.value)
@@ -142,11 +132,11 @@ def validate_instance(raw: Any, index: int, schema: ServingSchema) -> dict[str, 
     """
     if not isinstance(raw, Mapping):
         raise RequestError("instances", f"each instance must be an object, got {raw!r}", index)
-    unknown = sorted(set(raw) - set(REQUEST_FIELDS))
+    unknown = sorted(set(raw) - set(F.REQUEST_FIELDS))
     if unknown:
         raise RequestError(unknown[0], "unknown field", index)
     out: dict[str, Any] = {}
-    for name in REQUEST_FIELDS:
+    for name in F.REQUEST_FIELDS:
         if name not in raw or raw[name] is None:
             raise RequestError(name, "missing field", index)
         value = raw[name]
@@ -174,7 +164,7 @@ def validate_instances(
         max_batch: Largest batch accepted.
 
     Returns:
-        The instances, each with every field of ``REQUEST_FIELDS`` and numbers as floats.
+        The instances, each with every field of ``F.REQUEST_FIELDS`` and numbers as floats.
 
     Raises:
         RequestError: The first problem found, naming its field (and instance index).
@@ -194,18 +184,18 @@ def v2_columns_to_instances(inputs: Mapping[str, list[Any]]) -> list[dict[str, A
     Raises:
         RequestError: A field is missing, unknown, or its length differs from the others.
     """
-    unknown = sorted(set(inputs) - set(REQUEST_FIELDS))
+    unknown = sorted(set(inputs) - set(F.REQUEST_FIELDS))
     if unknown:
         raise RequestError(unknown[0], "unknown input")
-    missing = [n for n in REQUEST_FIELDS if n not in inputs]
+    missing = [n for n in F.REQUEST_FIELDS if n not in inputs]
     if missing:
         raise RequestError(missing[0], "missing input")
     lengths = {n: len(v) for n, v in inputs.items()}
-    n = lengths[REQUEST_FIELDS[0]]
+    n = lengths[F.REQUEST_FIELDS[0]]
     for name, length in lengths.items():
         if length != n:
-            raise RequestError(name, f"has {length} values, {REQUEST_FIELDS[0]} has {n}")
-    return [{name: inputs[name][i] for name in REQUEST_FIELDS} for i in range(n)]
+            raise RequestError(name, f"has {length} values, {F.REQUEST_FIELDS[0]} has {n}")
+    return [{name: inputs[name][i] for name in F.REQUEST_FIELDS} for i in range(n)]
 
 
 # V2 datatypes this platform's tensors use, and the Python values a decoded JSON/gRPC tensor of
@@ -277,19 +267,7 @@ def validate_v2_inputs(
     Raises:
         RequestError: The first problem found, naming the input.
     """
-    if not isinstance(inputs, list) or not inputs:
-        raise RequestError("inputs", "must be a non-empty list of tensors")
-    seen: dict[str, Any] = {}
-    for tensor in inputs:
-        name = tensor.name
-        if not isinstance(name, str) or name not in expected:
-            raise RequestError(str(name), "unknown input")
-        if name in seen:
-            raise RequestError(name, "input given twice")
-        seen[name] = tensor
-    missing = [n for n in expected if n not in seen]
-    if missing:
-        raise RequestError(missing[0], "missing input")
+    seen = _v2_by_name(inputs, expected)
     columns: dict[str, list[Any]] = {}
     batch: tuple[str, int] | None = None
     for name, tensor in seen.items():
@@ -304,27 +282,54 @@ def validate_v2_inputs(
             batch = (name, n)
         elif n != batch[1]:
             raise RequestError(name, f"has {n} rows, {batch[0]} has {batch[1]}")
-        raw = tensor._raw_data
-        if raw is not None:
-            count = _raw_count(name, tensor.datatype, bytes(raw))
-        else:
-            data = _flat(name, tensor.data, len(tensor.shape) == 2)
-            count = len(data)
-        if count != n:
-            raise RequestError(name, f"declared shape {list(tensor.shape)} but {count} values")
-        if raw is not None:
-            data = tensor.as_numpy().reshape(-1).tolist()  # sizes checked: bounded by the body
-        allowed = _V2_VALUES[tensor.datatype]
-        for i, v in enumerate(data):
-            if isinstance(v, bool) or not isinstance(v, allowed):
-                raise RequestError(name, f"[{i}] is not a {tensor.datatype} value: {repr(v)[:40]}")
-            if isinstance(v, bytes):
-                try:
-                    data[i] = v.decode()
-                except UnicodeDecodeError as err:
-                    raise RequestError(name, f"[{i}] is not UTF-8") from err
-        columns[name] = data
+        columns[name] = _v2_values(name, tensor, n)
     return columns
+
+
+def _v2_by_name(inputs: Any, expected: Mapping[str, str]) -> dict[str, Any]:
+    """The request's tensors by name: each expected input exactly once, no other."""
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestError("inputs", "must be a non-empty list of tensors")
+    seen: dict[str, Any] = {}
+    for tensor in inputs:
+        name = tensor.name
+        if not isinstance(name, str) or name not in expected:
+            raise RequestError(str(name), "unknown input")
+        if name in seen:
+            raise RequestError(name, "input given twice")
+        seen[name] = tensor
+    missing = [n for n in expected if n not in seen]
+    if missing:
+        raise RequestError(missing[0], "missing input")
+    return seen
+
+
+def _v2_values(name: str, tensor: Any, n: int) -> list[Any]:
+    """The ``n`` values of one tensor whose declared shape says ``n`` rows, type-checked.
+
+    The values are counted before they are decoded: a raw tensor becomes an array only once its
+    byte length matches the declared shape.
+    """
+    raw = tensor._raw_data
+    if raw is not None:
+        count = _raw_count(name, tensor.datatype, bytes(raw))
+    else:
+        data = _flat(name, tensor.data, len(tensor.shape) == 2)
+        count = len(data)
+    if count != n:
+        raise RequestError(name, f"declared shape {list(tensor.shape)} but {count} values")
+    if raw is not None:
+        data = tensor.as_numpy().reshape(-1).tolist()  # sizes checked: bounded by the body
+    allowed = _V2_VALUES[tensor.datatype]
+    for i, v in enumerate(data):
+        if isinstance(v, bool) or not isinstance(v, allowed):
+            raise RequestError(name, f"[{i}] is not a {tensor.datatype} value: {repr(v)[:40]}")
+        if isinstance(v, bytes):
+            try:
+                data[i] = v.decode()
+            except UnicodeDecodeError as err:
+                raise RequestError(name, f"[{i}] is not UTF-8") from err
+    return data
 
 
 def v2_input_types(input_types: list[dict[str, Any]]) -> dict[str, str]:

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from mlops.k8s_validate import CHART, ROOT
 from mlops.rollout import PrometheusClient
 from mlops.shadow import prometheus
+from tools.k8s_validate import CHART, ROOT
 
 RULES = CHART / "files" / "prometheus" / "alerts.rules.yml"
 

@@ -24,17 +24,15 @@ def deploy_op(
     import json
     from pathlib import Path
 
-    from components.deploy.core import deploy
+    from components.deploy.core import check_mode, deploy
     from components.runtime import exit_after_outputs
 
     exit_after_outputs()
-    if deploy_mode not in ("local", "cluster"):
-        raise ValueError(f"deploy_mode must be 'local' or 'cluster', got {deploy_mode!r}")
     result = deploy(
         json.loads(Path(pushed.path).read_text()),
         registry_uri,
         model_name,
-        deploy_mode,  # type: ignore[arg-type]
+        check_mode(deploy_mode),
         feature_repo=Path(feature_repo),
         replay_path=Path(eval_data.path),
         inference_service=inference_service,
@@ -43,13 +41,6 @@ def deploy_op(
         serving_root=registry_serving_root,
     )
     Path(decision.path).write_text(result.to_json())
-    decision.metadata.update(
-        {
-            "action": result.action,
-            "version": result.version or 0,
-            "production_version": result.production_version or 0,
-            "reasons": "\n".join(result.reasons),
-        }
-    )
+    decision.metadata.update(result.to_metadata())
     print(result.to_json())
     return result.to_json()

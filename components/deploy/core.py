@@ -16,11 +16,17 @@ when they still fail, are in :mod:`mlops.rollout` and this component's README.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from mlops.registry import PRODUCTION, ModelRegistry, serving_uri
 
 Mode = Literal["local", "cluster"]
+MODES: tuple[Mode, ...] = ("local", "cluster")
+# The shadow analysis' decisions, as deploy reports them.
+_ACTIONS = {"promote": "promoted", "rollback": "rolled_back", "hold": "held"}
 
 
 @dataclass
@@ -36,6 +42,39 @@ class DeployResult:
         """JSON form for the artifact and the logs."""
         return json.dumps(asdict(self), indent=2)
 
+    def to_metadata(self) -> dict[str, Any]:
+        """The decision artifact's metadata: scalars only (``0`` for none, reasons joined)."""
+        return {
+            "action": self.action,
+            "version": self.version or 0,
+            "production_version": self.production_version or 0,
+            "reasons": "\n".join(self.reasons),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> DeployResult | None:
+        """Read :meth:`to_metadata`'s output back; ``None`` when it holds no decision."""
+        if "action" not in meta:
+            return None
+        reasons = str(meta.get("reasons") or "")
+        return cls(
+            action=str(meta["action"]),
+            version=int(meta.get("version") or 0) or None,
+            production_version=int(meta.get("production_version") or 0) or None,
+            reasons=reasons.split("\n") if reasons else [],
+        )
+
+
+def check_mode(mode: str) -> Mode:
+    """``mode`` as a :data:`Mode`.
+
+    Raises:
+        ValueError: It is neither ``local`` nor ``cluster``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"deploy_mode must be 'local' or 'cluster', got {mode!r}")
+    return cast(Mode, mode)
+
 
 def deploy(
     pushed: dict[str, Any],
@@ -47,7 +86,7 @@ def deploy(
     inference_service: str = "flight-delay",
     namespace: str = "flight-delay",
     prometheus_url: str = "",
-    replay_requests: int = 300,
+    replay_requests: int | None = None,
     serving_root: str = "",
 ) -> DeployResult:
     """Deploy the version push registered, as ``mode`` says.
@@ -62,14 +101,13 @@ def deploy(
         inference_service: Name of the InferenceService (cluster).
         namespace: Its namespace (cluster).
         prometheus_url: Prometheus the cluster controller will query.
-        replay_requests: Flights replayed to each version in shadow mode.
+        replay_requests: Flights replayed to each version in shadow mode (default
+            ``mlops.shadow.DEFAULT_REPLAY_REQUESTS``).
         serving_root: The registry root as KServe reads it (e.g. ``pvc://<claim>`` of the PVC
             the steps mount); '' when KServe reads ``registry_uri`` itself (object storage).
     """
-    from mlops.registry import ModelRegistry, serving_uri
-
     registry = ModelRegistry(registry_uri)
-    current = registry.find(model_name, "production")
+    current = registry.find(model_name, PRODUCTION)
     current_version = None if current is None else current.version
     if not pushed.get("pushed"):
         return DeployResult(
@@ -81,34 +119,62 @@ def deploy(
     version = int(pushed["version"])
     if current is None:
         registry.set_alias(
-            model_name, "production", version, reason="first model: nothing to compare it with"
+            model_name, PRODUCTION, version, reason="first model: nothing to compare it with"
         )
         return DeployResult(
             "promoted", version, version, ["first model: promoted without a canary"]
         )
     if mode == "local":
-        import pandas as pd
-
-        from mlops.shadow import shadow_rollout
-
         if feature_repo is None or replay_path is None:
             raise ValueError("local deploy needs feature_repo and replay_path")
-        analysis = shadow_rollout(
-            registry,
-            model_name,
-            version,
-            feature_repo,
-            pd.read_parquet(replay_path),
-            requests=replay_requests,
-        )
-        production = registry.find(model_name, "production")
-        action = {"promote": "promoted", "rollback": "rolled_back", "hold": "held"}
-        return DeployResult(
-            action[analysis.decision],
-            version,
-            None if production is None else production.version,
-            analysis.reasons,
-        )
+        return _shadow(registry, model_name, version, feature_repo, replay_path, replay_requests)
+    return _canary(
+        registry, model_name, version, current_version, inference_service, namespace,
+        prometheus_url, serving_root,
+    )  # fmt: skip
+
+
+def _shadow(
+    registry: ModelRegistry,
+    model_name: str,
+    version: int,
+    feature_repo: Path,
+    replay_path: Path,
+    replay_requests: int | None,
+) -> DeployResult:
+    """Local: serve production and the candidate side by side on replayed held-out flights."""
+    import pandas as pd
+
+    from mlops.shadow import DEFAULT_REPLAY_REQUESTS, shadow_rollout
+
+    analysis = shadow_rollout(
+        registry,
+        model_name,
+        version,
+        feature_repo,
+        pd.read_parquet(replay_path),
+        requests=DEFAULT_REPLAY_REQUESTS if replay_requests is None else replay_requests,
+    )
+    production = registry.find(model_name, PRODUCTION)
+    return DeployResult(
+        _ACTIONS[analysis.decision],
+        version,
+        None if production is None else production.version,
+        analysis.reasons,
+    )
+
+
+def _canary(
+    registry: ModelRegistry,
+    model_name: str,
+    version: int,
+    current_version: int | None,
+    inference_service: str,
+    namespace: str,
+    prometheus_url: str,
+    serving_root: str,
+) -> DeployResult:
+    """Cluster: start the InferenceService's canary; the rollout controller decides."""
     from mlops.rollout import ClusterRollout, PrometheusClient, RolloutThresholds
 
     controller = ClusterRollout.from_kubeconfig(

@@ -12,13 +12,14 @@ import json
 import math
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from components.evaluate.config import EvalConfig
 from components.evaluate.metrics import (
     BinaryMetrics,
     binary_metrics,
@@ -27,68 +28,10 @@ from components.evaluate.metrics import (
     roc_curve,
 )
 from mlops import features as F
+from mlops.registry import PRODUCTION
 
-HOUR_BAND = "sched_hour_band"
-HOUR_COLUMN = "sched_dep_hour"
 SCORE_KEY = "score"
 SIGNATURE = "serving_default"
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Thresholds of the blessing.
-
-    Attributes:
-        threshold: Decision threshold for accuracy, precision, recall and the confusion matrix.
-        min_auc: First model only: the overall AUC it must reach.
-        max_log_loss: First model only: the overall log loss it must stay under (ln 2 = 0.693
-            is a coin flip).
-        max_calibration_error: First model only, optional: the highest expected calibration
-            error accepted.
-        max_auc_drop: With a baseline: the largest overall AUC drop accepted.
-        max_log_loss_increase: With a baseline: the largest overall log loss increase accepted.
-        max_slice_auc_drop: With a baseline: the largest AUC drop accepted in a slice.
-        max_slice_log_loss_increase: With a baseline: the largest log loss increase accepted in
-            a slice. AUC ranks within a slice only; this catches a model whose probabilities for
-            a whole slice went wrong (e.g. every flight of one carrier scored as delayed).
-        slice_max_auc_drop: Per-slice overrides of ``max_slice_auc_drop``, keyed ``"key"`` (all
-            slices of a key) or ``"key=value"`` (one slice); the most specific wins.
-        min_slice_count: Slices with fewer examples are reported but do not gate.
-    """
-
-    threshold: float = 0.5
-    min_auc: float = 0.6
-    max_log_loss: float = 0.69
-    max_calibration_error: float | None = None
-    max_auc_drop: float = 0.01
-    max_log_loss_increase: float = 0.02
-    max_slice_auc_drop: float = 0.05
-    max_slice_log_loss_increase: float = 0.05
-    slice_max_auc_drop: Mapping[str, float] = field(default_factory=dict)
-    min_slice_count: int = 200
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        bounds = (self.max_auc_drop, self.max_slice_auc_drop, self.max_log_loss_increase,
-                  self.max_slice_log_loss_increase)  # fmt: skip
-        if min(bounds) < 0:
-            raise ValueError("allowed AUC drops and log loss increases must be >= 0")
-        if self.min_slice_count < 1:
-            raise ValueError(f"min_slice_count must be >= 1, got {self.min_slice_count}")
-
-    def slice_drop(self, key: str, value: str) -> float:
-        """The AUC drop allowed in slice ``key=value``."""
-        for ref in (f"{key}={value}", key):
-            if ref in self.slice_max_auc_drop:
-                return float(self.slice_max_auc_drop[ref])
-        return self.max_slice_auc_drop
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        out = asdict(self)
-        out["slice_max_auc_drop"] = dict(self.slice_max_auc_drop)
-        return out
 
 
 @dataclass(frozen=True)
@@ -206,9 +149,64 @@ class Evaluation:
         result: dict[str, Any] = _finite(raw)
         return result
 
-    def summary(self) -> dict[str, float | int | None]:
-        """The overall metrics for lineage and ``mlops models list``."""
-        return self.overall.to_dict()
+    def to_metadata(self) -> dict[str, Any]:
+        """The blessing artifact's metadata; :meth:`BlessingMetadata.from_metadata` reads it."""
+        return BlessingMetadata(
+            blessed=self.blessed,
+            baseline_version=self.baseline_version,
+            regressed_slices=list(self.regressed_slices),
+            reasons=list(self.reasons),
+        ).to_metadata()
+
+    def kfp_metrics(self) -> dict[str, float]:
+        """The scalar metrics the component logs: overall metrics, baseline AUC, the verdict."""
+        out = {k: float(v) for k, v in self.overall.to_dict().items() if v is not None}
+        if self.baseline_overall is not None and math.isfinite(self.baseline_overall.auc):
+            out["baseline_auc"] = float(self.baseline_overall.auc)
+        out["regressed_slices"] = float(len(self.regressed_slices))
+        out["blessed"] = float(self.blessed)
+        return out
+
+
+@dataclass(frozen=True)
+class BlessingMetadata:
+    """What the blessing artifact's metadata says: the contract between evaluate and readers
+    of a run (``mlops.runner``).
+
+    Attributes:
+        blessed: Whether the candidate may be pushed.
+        baseline_version: Registry version of the baseline, ``None`` for a first model.
+        regressed_slices: ``key=value`` of every gating slice that regressed.
+        reasons: One line per check.
+    """
+
+    blessed: bool
+    baseline_version: int | None
+    regressed_slices: list[str]
+    reasons: list[str]
+
+    def to_metadata(self) -> dict[str, Any]:
+        """KFP metadata: scalars and strings only (``0`` for no baseline, lists joined)."""
+        return {
+            "blessed": self.blessed,
+            "baseline_version": self.baseline_version or 0,
+            "regressed_slices": ",".join(self.regressed_slices),
+            "reasons": "\n".join(self.reasons),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> BlessingMetadata | None:
+        """Read :meth:`to_metadata`'s output back; ``None`` when it holds no blessing."""
+        if "blessed" not in meta:
+            return None
+        regressed = str(meta.get("regressed_slices") or "")
+        reasons = str(meta.get("reasons") or "")
+        return cls(
+            blessed=bool(meta["blessed"]),
+            baseline_version=int(meta.get("baseline_version") or 0) or None,
+            regressed_slices=regressed.split(",") if regressed else [],
+            reasons=reasons.split("\n") if reasons else [],
+        )
 
 
 def _finite(value: Any) -> Any:
@@ -219,22 +217,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def slice_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """One string column per slice key of the contract; ``sched_hour_band`` from the hour.
-
-    Missing values become ``mlops.features.MISSING_CATEGORY`` so they form their own slice.
-    """
-    out = {}
-    for key in F.SLICE_KEYS:
-        if key == HOUR_BAND:
-            hours = pd.to_numeric(df[HOUR_COLUMN], errors="coerce")
-            col = hours.map(lambda h: F.MISSING_CATEGORY if pd.isna(h) else F.hour_band(h))
-        else:
-            col = df[key].astype(object).where(df[key].notna(), F.MISSING_CATEGORY).astype(str)
-        out[key] = col.to_numpy()
-    return pd.DataFrame(out, index=df.index)
 
 
 def labels(df: pd.DataFrame) -> np.ndarray:
@@ -315,7 +297,7 @@ def _slice_results(
     base: np.ndarray | None,
     config: EvalConfig,
 ) -> list[SliceResult]:
-    columns = slice_columns(eval_df)
+    columns = F.slice_frame(eval_df)
     results = []
     for key in F.SLICE_KEYS:
         values = columns[key].to_numpy()
@@ -389,58 +371,10 @@ def evaluate(
     elif base_overall is None or not math.isfinite(base_overall.auc):
         if base is not None:
             passes.append("note baseline AUC undefined; compared with absolute thresholds")
-        checks: list[tuple[str, float, float, bool]] = [
-            ("AUC", overall.auc, config.min_auc, True),
-            ("log loss", overall.log_loss, config.max_log_loss, False),
-        ]
-        if config.max_calibration_error is not None:
-            checks.append(
-                ("calibration error", overall.calibration_error, config.max_calibration_error,
-                 False)
-            )  # fmt: skip
-        for metric, value, bound, higher_is_better in checks:
-            ok = value >= bound if higher_is_better else value <= bound
-            op = (">=" if ok else "<") if higher_is_better else ("<=" if ok else ">")
-            kind = "min" if higher_is_better else "max"
-            line = f"overall {metric} {_fmt(value)} {op} {kind} {_fmt(bound)} (first model)"
-            (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
+        _check_absolute(overall, config, passes, failures)
     else:
-        delta = overall.auc - base_overall.auc
-        ok = delta >= -config.max_auc_drop
-        line = (
-            f"overall AUC {_fmt(overall.auc)} vs baseline {_fmt(base_overall.auc)} "
-            f"(change {delta:+.4f}, allowed drop {config.max_auc_drop:.4f})"
-        )
-        (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
-        ll_delta = overall.log_loss - base_overall.log_loss
-        ok = ll_delta <= config.max_log_loss_increase
-        line = (
-            f"overall log loss {_fmt(overall.log_loss)} vs baseline {_fmt(base_overall.log_loss)}"
-            f" (change {ll_delta:+.4f}, allowed increase {config.max_log_loss_increase:.4f})"
-        )
-        (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
-        for s in slices:
-            if s.regressed:
-                failures.append(f"FAIL slice {s.name} (n={s.count}): " + "; ".join(s.regressions))
-        gating = [s for s in slices if s.gating and s.baseline is not None]
-        held = [s for s in gating if not s.regressed]
-        if held:
-            passes.append(
-                f"ok {len(held)} of {len(gating)} slices with >= {config.min_slice_count} "
-                f"examples within their allowed AUC drop and log loss increase"
-            )
-
-    small = [s for s in slices if s.count < config.min_slice_count]
-    if small:
-        names = ", ".join(f"{s.name} (n={s.count})" for s in small)
-        passes.append(
-            f"note {len(small)} slices with < {config.min_slice_count} examples reported, "
-            f"not gating: {names}"
-        )
-    one_class = [s for s in slices if s.count >= config.min_slice_count and not s.gating]
-    if one_class:
-        names = ", ".join(s.name for s in one_class)
-        passes.append(f"note slices with one class only (AUC undefined), not gating: {names}")
+        _check_against_baseline(overall, base_overall, slices, config, passes, failures)
+    passes += _slice_notes(slices, config)
 
     tn, fp, fn, tp = confusion(y, cand, config.threshold)
     fpr, tpr, thr = roc_curve(y, cand)
@@ -463,6 +397,79 @@ def evaluate(
         calibration=calibration_table(y, cand),
         baseline_calibration=calibration_table(y, base) if base is not None else None,
     )
+
+
+def _check_absolute(
+    overall: BinaryMetrics, config: EvalConfig, passes: list[str], failures: list[str]
+) -> None:
+    """A first model (or one whose baseline has no AUC): the absolute thresholds."""
+    checks: list[tuple[str, float, float, bool]] = [
+        ("AUC", overall.auc, config.min_auc, True),
+        ("log loss", overall.log_loss, config.max_log_loss, False),
+    ]
+    if config.max_calibration_error is not None:
+        checks.append(
+            ("calibration error", overall.calibration_error, config.max_calibration_error,
+             False)
+        )  # fmt: skip
+    for metric, value, bound, higher_is_better in checks:
+        ok = value >= bound if higher_is_better else value <= bound
+        op = (">=" if ok else "<") if higher_is_better else ("<=" if ok else ">")
+        kind = "min" if higher_is_better else "max"
+        line = f"overall {metric} {_fmt(value)} {op} {kind} {_fmt(bound)} (first model)"
+        (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
+
+
+def _check_against_baseline(
+    overall: BinaryMetrics,
+    base_overall: BinaryMetrics,
+    slices: list[SliceResult],
+    config: EvalConfig,
+    passes: list[str],
+    failures: list[str],
+) -> None:
+    """With a baseline: overall AUC drop, overall log loss increase, then every gating slice."""
+    delta = overall.auc - base_overall.auc
+    ok = delta >= -config.max_auc_drop
+    line = (
+        f"overall AUC {_fmt(overall.auc)} vs baseline {_fmt(base_overall.auc)} "
+        f"(change {delta:+.4f}, allowed drop {config.max_auc_drop:.4f})"
+    )
+    (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
+    ll_delta = overall.log_loss - base_overall.log_loss
+    ok = ll_delta <= config.max_log_loss_increase
+    line = (
+        f"overall log loss {_fmt(overall.log_loss)} vs baseline {_fmt(base_overall.log_loss)}"
+        f" (change {ll_delta:+.4f}, allowed increase {config.max_log_loss_increase:.4f})"
+    )
+    (passes if ok else failures).append(("ok " if ok else "FAIL ") + line)
+    for s in slices:
+        if s.regressed:
+            failures.append(f"FAIL slice {s.name} (n={s.count}): " + "; ".join(s.regressions))
+    gating = [s for s in slices if s.gating and s.baseline is not None]
+    held = [s for s in gating if not s.regressed]
+    if held:
+        passes.append(
+            f"ok {len(held)} of {len(gating)} slices with >= {config.min_slice_count} "
+            f"examples within their allowed AUC drop and log loss increase"
+        )
+
+
+def _slice_notes(slices: list[SliceResult], config: EvalConfig) -> list[str]:
+    """Notes on the slices that do not gate: too small, or one class only."""
+    notes = []
+    small = [s for s in slices if s.count < config.min_slice_count]
+    if small:
+        names = ", ".join(f"{s.name} (n={s.count})" for s in small)
+        notes.append(
+            f"note {len(small)} slices with < {config.min_slice_count} examples reported, "
+            f"not gating: {names}"
+        )
+    one_class = [s for s in slices if s.count >= config.min_slice_count and not s.gating]
+    if one_class:
+        names = ", ".join(s.name for s in one_class)
+        notes.append(f"note slices with one class only (AUC undefined), not gating: {names}")
+    return notes
 
 
 @dataclass(frozen=True)
@@ -503,7 +510,7 @@ def run_evaluation(
     config: EvalConfig,
     report_path: Path,
     blessing_path: Path,
-    baseline_alias: str = "production",
+    baseline_alias: str = PRODUCTION,
 ) -> Evaluation:
     """Evaluate a candidate against the registry's production model; write report and blessing.
 

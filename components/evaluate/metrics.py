@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mlops.features import DECISION_THRESHOLD
+
 # Log loss clips probabilities so one confident mistake costs ~16 nats, not infinity.
 LOG_LOSS_EPS = 1e-7
 CALIBRATION_BINS = 10
@@ -189,7 +191,9 @@ def _json_number(v: float | int) -> float | int | None:
     return v
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> BinaryMetrics:
+def binary_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float = DECISION_THRESHOLD
+) -> BinaryMetrics:
     """All metrics of one set of examples at a decision threshold."""
     y, p = _arrays(y, p)
     tn, fp, fn, tp = confusion(y, p, threshold)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mlops.artifacts import VERDICT_FILE
+
 
 class InvalidDataError(RuntimeError):
     """The span failed validation; the message lists each anomaly."""
@@ -13,7 +15,7 @@ class InvalidDataError(RuntimeError):
 def read_verdict(path: Path) -> dict:
     """Load a verdict written by the validate component (a file, or a directory holding one)."""
     if path.is_dir():
-        path = path / "verdict.json"
+        path = path / VERDICT_FILE
     return json.loads(path.read_text())
 
 

@@ -27,20 +27,6 @@ def ingest_op(
         Path(eval_data.path),
         eval_fraction,
     )
-    span = f"{result.spans[0]}..{result.spans[-1]}"
-    for artifact, rows, digest in (
-        (train_data, result.train_rows, result.train_hash),
-        (eval_data, result.eval_rows, result.eval_hash),
-    ):
-        artifact.metadata.update(
-            {
-                "rows": rows,
-                "span": span,
-                "spans": ",".join(result.spans),
-                "split_time": result.split_time,
-                "content_hash": digest,
-                "feature_service": result.feature_service,
-                "format": "parquet",
-            }
-        )
+    train_data.metadata.update(result.split_metadata("train"))
+    eval_data.metadata.update(result.split_metadata("eval"))
     return result_json(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -48,6 +49,23 @@ class IngestResult:
     train_hash: str
     eval_hash: str
     feature_service: str
+
+    def split_metadata(self, split: Literal["train", "eval"]) -> dict[str, Any]:
+        """The metadata of one split's artifact: rows, spans, split time and content hash."""
+        rows, digest = (
+            (self.train_rows, self.train_hash)
+            if split == "train"
+            else (self.eval_rows, self.eval_hash)
+        )
+        return {
+            "rows": rows,
+            "span": f"{self.spans[0]}..{self.spans[-1]}",
+            "spans": ",".join(self.spans),
+            "split_time": self.split_time,
+            "content_hash": digest,
+            "feature_service": self.feature_service,
+            "format": "parquet",
+        }
 
 
 def load_entities(data_dir: Path, window: SpanWindow) -> pd.DataFrame:

@@ -24,12 +24,12 @@ def monitor_op(
     """
     from pathlib import Path
 
+    from components.monitor.core import push_metrics, run_monitor
     from components.runtime import exit_after_outputs
-    from mlops.monitor import push_metrics, run_monitor
-    from mlops.registry import ModelRegistry
+    from mlops.registry import PRODUCTION, ModelRegistry
 
     exit_after_outputs()
-    production = ModelRegistry(registry_uri).find(model_name, "production")
+    production = ModelRegistry(registry_uri).find(model_name, PRODUCTION)
     if production is None:
         raise ValueError(f"{model_name} has no production version to monitor")
     result = run_monitor(

@@ -32,44 +32,28 @@ def push_op(
     task's identity is its output artifact's URI, which KFP gives every retry of one task and no
     other task.
     """
-    import json
     from pathlib import Path
 
-    from components.evaluate.core import read_blessing
-    from components.push.core import find_schema, parse_ingest_result, push, read_validation
+    from components.push.core import push_artifacts
 
-    spans, train_hash, eval_hash = parse_ingest_result(ingest_result)
-    # The trainer records the hyperparameters it resolved (defaults filled in) on the model.
-    hp = json.loads(hyperparameters or "{}")
-    hp.update(json.loads(model.metadata.get("hyperparameters") or "{}"))
-    result = push(
+    result = push_artifacts(
         registry_uri=registry_uri,
         model_name=model_name,
         model_dir=Path(model.path),
-        blessing=read_blessing(Path(blessing.path)),
-        validation=read_validation(Path(validation.path)),
-        spans=spans,
-        train_hash=train_hash,
-        eval_hash=eval_hash,
-        hyperparameters=hp,
-        pipeline_run_id=pipeline_run_id or None,
-        code_rev=code_revision or None,
+        model_metadata=model.metadata,
+        blessing_path=Path(blessing.path),
+        validation_path=Path(validation.path),
         transform_dir=Path(transform_graph.path),
-        schema_path=find_schema(statistics.path, validation.path),
         statistics_dir=Path(statistics.path),
+        ingest_result=ingest_result,
+        hyperparameters=hyperparameters,
+        pipeline_run_id=pipeline_run_id,
+        code_rev=code_revision,
         promote=promote,
         register_rejected=register_rejected,
         task_id=pushed.uri,
     )
     Path(pushed.path).write_text(result.to_json())
-    pushed.metadata.update(
-        {
-            "pushed": result.pushed,
-            "version": result.version or 0,
-            "reason": result.reason,
-            "model_uri": result.model_uri or "",
-            "reused": result.reused,
-        }
-    )
+    pushed.metadata.update(result.to_metadata())
     print(result.reason)
     return result.to_json()

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlops.artifacts import SCHEMA_FILE, VERDICT_FILE
 from mlops.registry import (
     CANDIDATE,
     PRODUCTION,
@@ -34,8 +35,6 @@ from mlops.registry import (
     tree_hash,
 )
 
-VERDICT_FILE = "verdict.json"
-SCHEMA_FILE = "schema.pbtxt"
 # Overall metrics copied into the lineage summary (the full evaluation is stored beside it).
 SUMMARY_METRICS = ("auc", "log_loss", "accuracy", "precision", "recall", "calibration_error",
                    "count", "positive_rate")  # fmt: skip
@@ -64,6 +63,30 @@ class PushResult:
     def to_json(self) -> str:
         """As JSON, for logs and the component's return value."""
         return json.dumps(asdict(self), indent=2)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The pushed artifact's metadata: scalars only (``0``/``""`` for none)."""
+        return {
+            "pushed": self.pushed,
+            "version": self.version or 0,
+            "reason": self.reason,
+            "model_uri": self.model_uri or "",
+            "reused": self.reused,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> PushResult | None:
+        """Read :meth:`to_metadata`'s output back (without ``aliases``, which it does not
+        carry); ``None`` when it holds no push result."""
+        if "pushed" not in meta:
+            return None
+        return cls(
+            pushed=bool(meta["pushed"]),
+            version=int(meta.get("version") or 0) or None,
+            reason=str(meta.get("reason") or ""),
+            model_uri=str(meta.get("model_uri") or "") or None,
+            reused=bool(meta.get("reused")),
+        )
 
 
 def read_validation(path: str | Path) -> dict[str, Any]:
@@ -147,9 +170,11 @@ def build_lineage(
     hyperparameters: Mapping[str, Any],
     pipeline_run_id: str | None,
     code_rev: str | None = None,
-    schema_hash: str | None = None,
 ) -> Lineage:
-    """The lineage record of a candidate from its blessing and its pipeline inputs."""
+    """The lineage record of a candidate from its blessing and its pipeline inputs.
+
+    The schema's hash is left to the registry, which takes it from the schema it stores.
+    """
     if code_rev:
         rev, dirty = code_rev, False
     else:
@@ -159,7 +184,6 @@ def build_lineage(
         spans=list(spans),
         train_hash=train_hash,
         eval_hash=eval_hash,
-        schema_hash=schema_hash,
         code_revision=rev,
         code_dirty=dirty,
         hyperparameters=dict(hyperparameters),
@@ -275,3 +299,77 @@ def parse_ingest_result(ingest_result: str) -> tuple[list[str], str | None, str 
         return [], None, None
     raw = json.loads(ingest_result)
     return list(raw.get("spans", [])), raw.get("train_hash"), raw.get("eval_hash")
+
+
+def resolved_hyperparameters(
+    pipeline_value: str, model_metadata: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The pipeline's hyperparameters JSON, overlaid with what the trainer resolved.
+
+    The trainer records the hyperparameters it used (defaults filled in) in its model's
+    metadata; those win over the pipeline's partial JSON.
+    """
+    hp: dict[str, Any] = json.loads(pipeline_value or "{}")
+    hp.update(json.loads(model_metadata.get("hyperparameters") or "{}"))
+    return hp
+
+
+def push_artifacts(
+    registry_uri: str,
+    model_name: str,
+    model_dir: Path,
+    model_metadata: Mapping[str, Any],
+    blessing_path: Path,
+    validation_path: Path,
+    transform_dir: Path,
+    statistics_dir: Path,
+    ingest_result: str = "",
+    hyperparameters: str = "{}",
+    pipeline_run_id: str = "",
+    code_rev: str = "",
+    promote: bool = True,
+    register_rejected: bool = False,
+    task_id: str | None = None,
+) -> PushResult:
+    """The push step over its artifacts: read the blessing, the verdict and the ingest result,
+    then :func:`push`.
+
+    Args:
+        registry_uri: The model registry.
+        model_name: Registered model name.
+        model_dir: The candidate SavedModel.
+        model_metadata: The model artifact's metadata (the trainer's resolved hyperparameters).
+        blessing_path: The evaluate step's blessing JSON.
+        validation_path: The validate step's verdict (a directory holding ``verdict.json``).
+        transform_dir: The TFT transform graph.
+        statistics_dir: The training statistics (with ``schema.pbtxt`` if validate wrote one).
+        ingest_result: The ingest step's JSON output (spans and content hashes).
+        hyperparameters: The pipeline's hyperparameters JSON.
+        pipeline_run_id: The KFP run id ('' = unknown).
+        code_rev: The code revision ('' = ask git).
+        promote: Also move ``production``.
+        register_rejected: Register a rejected model for the record, without aliases.
+        task_id: The step's identity within the run, shared by its retries.
+    """
+    from components.evaluate.core import read_blessing
+
+    spans, train_hash, eval_hash = parse_ingest_result(ingest_result)
+    return push(
+        registry_uri=registry_uri,
+        model_name=model_name,
+        model_dir=model_dir,
+        blessing=read_blessing(blessing_path),
+        validation=read_validation(validation_path),
+        spans=spans,
+        train_hash=train_hash,
+        eval_hash=eval_hash,
+        hyperparameters=resolved_hyperparameters(hyperparameters, model_metadata),
+        pipeline_run_id=pipeline_run_id or None,
+        code_rev=code_rev or None,
+        transform_dir=transform_dir,
+        schema_path=find_schema(statistics_dir, validation_path),
+        statistics_dir=statistics_dir,
+        promote=promote,
+        register_rejected=register_rejected,
+        task_id=task_id,
+    )

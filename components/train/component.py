@@ -17,7 +17,6 @@ def train_op(
 ) -> str:
     """Train, compare with the logistic and majority baselines, export the serving SavedModel."""
     import json
-    import tempfile
     from dataclasses import asdict
     from pathlib import Path
 
@@ -25,31 +24,15 @@ def train_op(
     from components.train.core import HyperParameters, train
 
     exit_after_outputs()
-
-    # The core reads one transform directory; the two artifacts are its two halves.
-    work = Path(tempfile.mkdtemp(prefix="train-"))
-    (work / "transform_graph").symlink_to(transform_graph.path, target_is_directory=True)
-    (work / "transformed").symlink_to(transformed_examples.path, target_is_directory=True)
-
-    hp = HyperParameters.from_json(hyperparameters)
-    result = train(work, Path(model.path), Path(tensorboard_logs.path), hp)
-    for key in (
-        "eval_auc",
-        "eval_loss",
-        "eval_accuracy",
-        "logistic_auc",
-        "majority_accuracy",
-        "examples_per_second",
-        "epochs_run",
-    ):
-        metrics.log_metric(key, float(getattr(result, key)))
-    model.metadata.update(
-        {
-            "framework": "tensorflow",
-            "signature": "serving_default",
-            "eval_auc": result.eval_auc,
-            "hyperparameters": json.dumps(result.hyperparameters),
-        }
+    result = train(
+        Path(transform_graph.path),
+        Path(transformed_examples.path),
+        Path(model.path),
+        Path(tensorboard_logs.path),
+        HyperParameters.from_json(hyperparameters),
     )
+    for key, value in result.kfp_metrics().items():
+        metrics.log_metric(key, value)
+    model.metadata.update(result.model_metadata())
     tensorboard_logs.metadata["log_format"] = "tensorboard"
     return json.dumps(asdict(result))

@@ -22,6 +22,9 @@ from typing import Any
 
 from mlops import features as F
 
+# The serving signature of the exported model (the evaluator and the predictor call it).
+SIGNATURE = "serving_default"
+
 
 @dataclass(frozen=True)
 class HyperParameters:
@@ -68,6 +71,21 @@ class TrainResult:
     majority_accuracy: float
     eval_accuracy: float
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+    def kfp_metrics(self) -> dict[str, float]:
+        """The scalar metrics the component logs."""
+        keys = ("eval_auc", "eval_loss", "eval_accuracy", "logistic_auc", "majority_accuracy",
+                "examples_per_second", "epochs_run")  # fmt: skip
+        return {key: float(getattr(self, key)) for key in keys}
+
+    def model_metadata(self) -> dict[str, Any]:
+        """The model artifact's metadata; push reads the resolved ``hyperparameters`` back."""
+        return {
+            "framework": "tensorflow",
+            "signature": SIGNATURE,
+            "eval_auc": self.eval_auc,
+            "hyperparameters": json.dumps(self.hyperparameters),
+        }
 
 
 def set_seeds(seed: int) -> None:
@@ -191,7 +209,7 @@ def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
     def serving_default(*args: tf.Tensor) -> dict[str, tf.Tensor]:
         return module.serve(dict(zip(specs, args, strict=True)))
 
-    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serving_default})
+    tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: serving_default})
 
 
 def _evaluate_auc(model: Any, dataset: Any) -> tuple[float, float, float]:
@@ -200,7 +218,8 @@ def _evaluate_auc(model: Any, dataset: Any) -> tuple[float, float, float]:
 
 
 def train(
-    transform_dir: Path,
+    graph_dir: Path,
+    examples_dir: Path,
     model_dir: Path,
     log_dir: Path,
     hp: HyperParameters | None = None,
@@ -208,7 +227,8 @@ def train(
     """Train the classifier and the baselines, export the serving model.
 
     Args:
-        transform_dir: The transform step's output (``transform_graph/`` and ``transformed/``).
+        graph_dir: The transform step's graph (``tft.TFTransformOutput`` directory).
+        examples_dir: The transform step's examples (``train-*``, ``eval-*``).
         model_dir: Where to write the serving SavedModel.
         log_dir: Where to write TensorBoard logs.
         hp: Hyperparameters; defaults when omitted.
@@ -222,11 +242,11 @@ def train(
     hp = hp or HyperParameters()
     set_seeds(hp.seed)
     strategy, mixed = distribution_strategy()
-    tft_output = tft.TFTransformOutput(str(transform_dir / "transform_graph"))
+    tft_output = tft.TFTransformOutput(str(graph_dir))
     batch = hp.batch_size * strategy.num_replicas_in_sync
 
     def data(split: str, shuffle: bool) -> Any:
-        ds = load_transformed_dataset(transform_dir, split, batch, shuffle, hp.seed)
+        ds = load_transformed_dataset(graph_dir, examples_dir, split, batch, shuffle, hp.seed)
         if hp.shuffled_feature and split == "train":
             ds = _shuffle_feature(ds, f"{hp.shuffled_feature}_xf", hp.seed)
         return ds
@@ -241,6 +261,43 @@ def train(
         baseline = build_model(
             tft_output, replace(hp, learning_rate=hp.baseline_learning_rate), linear_only=True
         )
+    fit = _fit_warm_started(model, baseline, train_ds, eval_ds, log_dir, hp)
+    auc, loss, acc = _evaluate_auc(model, eval_ds)
+    export_serving_model(model, tft_output, model_dir)
+    return TrainResult(
+        epochs_run=fit.epochs_run,
+        train_examples=len(labels),
+        examples_per_second=round(len(labels) * fit.epochs_run / fit.seconds, 1),
+        seconds=round(fit.seconds, 2),
+        devices=[d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
+        or ["CPU"],
+        mixed_precision=mixed,
+        eval_auc=round(auc, 4),
+        eval_loss=round(loss, 4),
+        logistic_auc=round(fit.logistic_auc, 4),
+        majority_accuracy=round(float((eval_labels == majority).mean()), 4),
+        eval_accuracy=round(acc, 4),
+        hyperparameters=asdict(hp),
+    )
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What fitting measured: epochs and seconds of the main model, the baseline's AUC."""
+
+    epochs_run: int
+    seconds: float
+    logistic_auc: float
+
+
+def _fit_warm_started(
+    model: Any, baseline: Any, train_ds: Any, eval_ds: Any, log_dir: Path, hp: HyperParameters
+) -> _Fit:
+    """Fit the logistic baseline, warm-start the wide part from it, fit the wide-and-deep model.
+
+    Keeps the warm start when the deep part ends below the baseline's eval AUC.
+    """
+    import tensorflow as tf
 
     def early_stopping() -> Any:
         return tf.keras.callbacks.EarlyStopping(
@@ -261,28 +318,10 @@ def train(
         callbacks=[early_stopping(), tensorboard], verbose=2,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    epochs_run = len(history.history["loss"])
     if _evaluate_auc(model, eval_ds)[0] < logistic_auc:
         # The deep part found nothing the linear part had not: keep the warm start.
         model.set_weights(start_weights)
-
-    auc, loss, acc = _evaluate_auc(model, eval_ds)
-    export_serving_model(model, tft_output, model_dir)
-    return TrainResult(
-        epochs_run=epochs_run,
-        train_examples=len(labels),
-        examples_per_second=round(len(labels) * epochs_run / seconds, 1),
-        seconds=round(seconds, 2),
-        devices=[d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
-        or ["CPU"],
-        mixed_precision=mixed,
-        eval_auc=round(auc, 4),
-        eval_loss=round(loss, 4),
-        logistic_auc=round(logistic_auc, 4),
-        majority_accuracy=round(float((eval_labels == majority).mean()), 4),
-        eval_accuracy=round(acc, 4),
-        hyperparameters=asdict(hp),
-    )
+    return _Fit(len(history.history["loss"]), seconds, logistic_auc)
 
 
 def _shuffle_feature(ds: Any, name: str, seed: int) -> Any:

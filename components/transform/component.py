@@ -19,40 +19,21 @@ def transform_op(
     ``beam_pipeline_args`` pass to Beam unchanged (``[]`` = DirectRunner in the component's
     process); see components/transform/README.md for Flink, Spark and Dataflow.
     """
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from components.runtime import exit_after_outputs
-    from components.transform.core import EXAMPLES_DIR, GRAPH_DIR, transform
+    from components.transform.core import transform
 
     exit_after_outputs()
-
-    # The core writes one directory with two halves; each half becomes its own artifact so the
-    # registry can store the graph without the examples.
-    work = Path(tempfile.mkdtemp(prefix="transform-"))
+    # The core writes the graph and the examples straight into their own artifacts, so the
+    # registry stores the graph without the examples and train reads each where it lies.
     result = transform(
         Path(train_data.path),
         Path(eval_data.path),
-        work,
+        Path(transform_graph.path),
+        Path(transformed_examples.path),
         [str(a) for a in beam_pipeline_args],
     )
-    for src, artifact in ((GRAPH_DIR, transform_graph), (EXAMPLES_DIR, transformed_examples)):
-        dest = Path(artifact.path)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(work / src, dest)
-    shutil.rmtree(work, ignore_errors=True)
-    features = [f for f in result.transformed_features if f.endswith("_xf")]
-    transform_graph.metadata.update(
-        {"transformed_features": ",".join(features), "seconds": result.seconds}
-    )
-    transformed_examples.metadata.update(
-        {
-            "train_rows": result.train_rows,
-            "eval_rows": result.eval_rows,
-            "format": "tfrecord.gz (tf.Example)",
-            "splits": "train,eval",
-        }
-    )
+    transform_graph.metadata.update(result.graph_metadata())
+    transformed_examples.metadata.update(result.examples_metadata())
     return result.to_json()

@@ -1,8 +1,9 @@
 """Transform core: TFT analyze-and-transform on Beam over the train and eval parquet files.
 
-Writes ``<out>/transform_graph/`` (a ``tft.TFTransformOutput`` directory) and gzipped TFRecord
-``tf.Example`` files ``<out>/transformed/train-*`` and ``eval-*``. Beam pipeline options pass
-through unchanged, so the same code runs on the DirectRunner here and on Flink, Spark or
+Writes two outputs, each to its own directory (the component's two artifacts): the transform
+graph (a ``tft.TFTransformOutput`` directory, embedded in the served model) and the transformed
+examples, gzipped TFRecord ``tf.Example`` files ``train-*`` and ``eval-*``. Beam pipeline options
+pass through unchanged, so the same code runs on the DirectRunner here and on Flink, Spark or
 Dataflow (see README.md).
 
 Input path: parquet is read in batches (``ReadFromParquetBatched``) and each Arrow table becomes
@@ -22,8 +23,6 @@ from typing import Any
 
 from mlops import features as F
 
-GRAPH_DIR = "transform_graph"
-EXAMPLES_DIR = "transformed"
 SPLITS = ("train", "eval")
 # Rows per RecordBatch handed to TFT; TFT re-batches internally, this bounds memory per bundle.
 BATCH_ROWS = 10_000
@@ -43,6 +42,20 @@ class TransformResult:
     def to_json(self) -> str:
         """The result as JSON, for logs and artifact metadata."""
         return json.dumps(asdict(self), indent=2)
+
+    def graph_metadata(self) -> dict[str, Any]:
+        """The transform graph artifact's metadata: its output features and the run time."""
+        features = [f for f in self.transformed_features if f.endswith("_xf")]
+        return {"transformed_features": ",".join(features), "seconds": self.seconds}
+
+    def examples_metadata(self) -> dict[str, Any]:
+        """The transformed examples artifact's metadata: rows per split and the format."""
+        return {
+            "train_rows": self.train_rows,
+            "eval_rows": self.eval_rows,
+            "format": "tfrecord.gz (tf.Example)",
+            "splits": ",".join(SPLITS),
+        }
 
 
 def to_record_batches(table: Any, batch_rows: int = BATCH_ROWS) -> list[Any]:
@@ -125,7 +138,8 @@ def _num_rows(path: Path) -> int:
 def transform(
     train_path: Path,
     eval_path: Path,
-    out_dir: Path,
+    graph_dir: Path,
+    examples_dir: Path,
     beam_pipeline_args: list[str] | None = None,
 ) -> TransformResult:
     """Analyze the training split, transform both splits, write the graph and the examples.
@@ -136,30 +150,61 @@ def transform(
     Args:
         train_path: Training split (parquet, from ingest).
         eval_path: Eval split (parquet).
-        out_dir: Output directory; ``transform_graph/`` and ``transformed/`` go under it.
+        graph_dir: Where to write the transform graph (``tft.TFTransformOutput``).
+        examples_dir: Where to write the transformed ``train-*`` and ``eval-*`` examples; shards
+            a previous attempt left there are removed first.
         beam_pipeline_args: Beam options, e.g. ``["--runner=FlinkRunner", ...]``; the
-            DirectRunner when empty. With a remote runner, ``out_dir`` and a ``--temp_location``
-            must be on storage the workers can reach.
+            DirectRunner when empty. With a remote runner, both output directories and a
+            ``--temp_location`` must be on storage the workers can reach.
 
     Raises:
         FileNotFoundError: An input split does not exist.
     """
-    import apache_beam as beam
     import tensorflow_transform as tft
+
+    for path in (train_path, eval_path):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"transform input not found: {path}")
+    _clear_shards(examples_dir)
+    t0 = time.perf_counter()
+    _run_beam(train_path, eval_path, graph_dir, examples_dir, beam_pipeline_args or [])
+    seconds = time.perf_counter() - t0
+    tft_output = tft.TFTransformOutput(str(graph_dir))
+    return TransformResult(
+        transform_graph=str(graph_dir),
+        transformed_examples=str(examples_dir),
+        train_rows=_num_rows(train_path),
+        eval_rows=_num_rows(eval_path),
+        seconds=round(seconds, 2),
+        transformed_features=sorted(tft_output.transformed_feature_spec()),
+    )
+
+
+def _clear_shards(examples_dir: Path) -> None:
+    """Create ``examples_dir`` and remove the split shards a retried step left in it."""
+    examples_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        for stale in examples_dir.glob(f"{split}-*"):
+            stale.unlink()
+
+
+def _run_beam(
+    train_path: Path,
+    eval_path: Path,
+    graph_dir: Path,
+    examples_dir: Path,
+    beam_pipeline_args: list[str],
+) -> None:
+    """The Beam pipeline: read both splits, analyze train, transform both, write everything."""
+    import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from components.transform.preprocessing import preprocessing_fn
 
-    for path in (train_path, eval_path):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"transform input not found: {path}")
-    graph_dir, examples_dir = out_dir / GRAPH_DIR, out_dir / EXAMPLES_DIR
-    examples_dir.mkdir(parents=True, exist_ok=True)
     adapter_config = raw_tensor_adapter_config()
     columns = [*F.FEATURE_NAMES, F.LABEL]
-    options = PipelineOptions(list(beam_pipeline_args or []))
-    t0 = time.perf_counter()
+    options = PipelineOptions(list(beam_pipeline_args))
     with tempfile.TemporaryDirectory() as tmp, beam.Pipeline(options=options) as pipeline:
         # TFT's own temp dir; a remote runner gets its --temp_location instead.
         temp_dir = options.get_all_options().get("temp_location") or tmp
@@ -192,25 +237,16 @@ def transform(
                     )
                 )
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
-    seconds = time.perf_counter() - t0
-    tft_output = tft.TFTransformOutput(str(graph_dir))
-    return TransformResult(
-        transform_graph=str(graph_dir),
-        transformed_examples=str(examples_dir),
-        train_rows=_num_rows(train_path),
-        eval_rows=_num_rows(eval_path),
-        seconds=round(seconds, 2),
-        transformed_features=sorted(tft_output.transformed_feature_spec()),
-    )
 
 
 def load_transformed_dataset(
-    transform_dir: Path, split: str, batch_size: int, shuffle: bool, seed: int
+    graph_dir: Path, examples_dir: Path, split: str, batch_size: int, shuffle: bool, seed: int
 ) -> Any:
     """Batches of (transformed features, label) for the trainer.
 
     Args:
-        transform_dir: The transform output directory (``transform_graph/``, ``transformed/``).
+        graph_dir: The transform graph (its transformed feature spec parses the examples).
+        examples_dir: The transformed examples.
         split: ``train`` or ``eval``.
         batch_size: Examples per batch.
         shuffle: Shuffle examples (seeded) before batching; the file order is fixed.
@@ -228,10 +264,10 @@ def load_transformed_dataset(
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    files = sorted(str(p) for p in (transform_dir / EXAMPLES_DIR).glob(f"{split}-*"))
+    files = sorted(str(p) for p in Path(examples_dir).glob(f"{split}-*"))
     if not files:
-        raise FileNotFoundError(f"no transformed {split} examples in {transform_dir}")
-    spec = tft.TFTransformOutput(str(transform_dir / GRAPH_DIR)).transformed_feature_spec()
+        raise FileNotFoundError(f"no transformed {split} examples in {examples_dir}")
+    spec = tft.TFTransformOutput(str(graph_dir)).transformed_feature_spec()
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle:
         ds = ds.shuffle(100_000, seed=seed, reshuffle_each_iteration=True)

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops import features as F
-
-STATS_FILE = "statistics.pb"
+from mlops.artifacts import STATS_FILE
 
 
 def _to_canonical_batches(table: Any) -> list[Any]:

@@ -26,38 +26,29 @@ def validate_op(
     Drift is measured against ``baseline_statistics_uri`` or, when empty, against the training
     statistics of the registry's ``production`` version (if there is one).
     """
-    import shutil
     from pathlib import Path
 
     from components.runtime import exit_after_outputs
-    from components.validate.core import ANOMALIES_FILE, VERDICT_FILE, validate
+    from components.validate.core import ValidateOutputs, run_validation
 
     exit_after_outputs()
-    from mlops.registry import ModelRegistry
-
-    baseline = baseline_statistics_uri or None
-    if baseline is None:
-        production = ModelRegistry(registry_uri).find(model_name, "production")
-        if production is not None and Path(production.statistics_uri).exists():
-            baseline = production.statistics_uri
-    out = Path(statistics.path)
-    result = validate(
+    result = run_validation(
         [Path(train_data.path), Path(eval_data.path)],
-        out,
-        previous_stats_path=Path(baseline) if baseline else None,
-        serving_stats_path=Path(serving_statistics_uri) if serving_statistics_uri else None,
+        ValidateOutputs(
+            statistics=Path(statistics.path),
+            anomalies=Path(anomalies.path),
+            verdict=Path(verdict.path),
+            statistics_view=Path(statistics_view.path),
+            report=Path(report.path),
+        ),
+        registry_uri,
+        model_name,
+        baseline_statistics_uri=baseline_statistics_uri,
+        serving_statistics_uri=serving_statistics_uri,
         block_on_drift=block_on_drift,
     )
-    Path(anomalies.path).mkdir(parents=True, exist_ok=True)
-    shutil.copy(out / ANOMALIES_FILE, Path(anomalies.path) / ANOMALIES_FILE)
-    Path(verdict.path).mkdir(parents=True, exist_ok=True)
-    shutil.copy(out / VERDICT_FILE, Path(verdict.path) / VERDICT_FILE)
-    shutil.copy(out / "statistics.html", statistics_view.path)
-    shutil.copy(out / "report.md", report.path)
-    summary = result.summary()
+    # Both carry the verdict, so a reader of either artifact sees the outcome.
     for artifact in (verdict, statistics):
-        artifact.metadata.update({"ok": result.ok, "anomalies": len(result.anomalies),
-                                  "drifted": ",".join(result.drifted), "summary": summary,
-                                  "baseline": baseline or ""})  # fmt: skip
+        artifact.metadata.update(result.to_metadata())
     print(result.report_markdown())
     return result.ok

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,12 +33,19 @@ from components.validate.span_checks import (
     write_profile,
 )
 from mlops import features as F
+from mlops.artifacts import (
+    ANOMALIES_FILE,
+    SCHEMA_FILE,
+    STATS_FILE,
+    STATS_HTML_FILE,
+    STATS_TEXT_FILE,
+    VERDICT_FILE,
+    packaged_schema,
+)
 
-DEFAULT_SCHEMA = Path(__file__).resolve().parent / "schema" / "schema.pbtxt"
-STATS_FILE = "statistics.pb"
-SCHEMA_FILE = "schema.pbtxt"
-VERDICT_FILE = "verdict.json"
-ANOMALIES_FILE = "anomalies.pbtxt"
+# Package data of the base package: serving and the monitor load the same file.
+DEFAULT_SCHEMA = packaged_schema()
+REPORT_FILE = "report.md"
 
 
 @dataclass
@@ -77,6 +86,16 @@ class Verdict:
         """One line per anomaly, e.g. ``carrier: unexpected string values ...``."""
         return "; ".join(f"{a.feature}: {a.description}" for a in self.anomalies)
 
+    def to_metadata(self) -> dict[str, Any]:
+        """The verdict artifact's metadata; :meth:`VerdictMetadata.from_metadata` reads it."""
+        return VerdictMetadata(
+            ok=self.ok,
+            anomalies=len(self.anomalies),
+            drifted=list(self.drifted),
+            summary=self.summary(),
+            baseline=self.baseline,
+        ).to_metadata()
+
     def report_markdown(self) -> str:
         """A human-readable report: verdict, anomalies per feature, drift and skew tables."""
         lines = [f"# Data validation: {'PASSED' if self.ok else 'FAILED'}", ""]
@@ -116,6 +135,50 @@ class Verdict:
                     f"{'**' + ', '.join(kinds) + '**' if kinds else 'ok'} |"
                 )
         return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class VerdictMetadata:
+    """What the verdict artifact's metadata says: the contract between validate and readers
+    of a run (``mlops.runner``).
+
+    Attributes:
+        ok: Whether the data passed.
+        anomalies: How many anomalies were found.
+        drifted: Features whose drift crossed their threshold.
+        summary: One line per anomaly (:meth:`Verdict.summary`).
+        baseline: The statistics drift was measured against ('' = none).
+    """
+
+    ok: bool
+    anomalies: int
+    drifted: list[str]
+    summary: str
+    baseline: str
+
+    def to_metadata(self) -> dict[str, Any]:
+        """KFP metadata: scalars and strings only (lists joined with commas)."""
+        return {
+            "ok": self.ok,
+            "anomalies": self.anomalies,
+            "drifted": ",".join(self.drifted),
+            "summary": self.summary,
+            "baseline": self.baseline,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> VerdictMetadata | None:
+        """Read :meth:`to_metadata`'s output back; ``None`` when it holds no verdict."""
+        if "ok" not in meta:
+            return None
+        drifted = str(meta.get("drifted") or "")
+        return cls(
+            ok=bool(meta["ok"]),
+            anomalies=int(meta.get("anomalies") or 0),
+            drifted=drifted.split(",") if drifted else [],
+            summary=str(meta.get("summary") or ""),
+            baseline=str(meta.get("baseline") or ""),
+        )
 
 
 def load_schema(path: Path = DEFAULT_SCHEMA) -> Any:
@@ -277,7 +340,8 @@ def validate(
     paths = [data_paths] if isinstance(data_paths, Path) else list(data_paths)
     df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     stats = stats_from_dataframe(df)
-    anomalies = _anomalies(tfdv.validate_statistics(stats, schema, environment=environment))
+    anomalies_proto = tfdv.validate_statistics(stats, schema, environment=environment)
+    anomalies = _anomalies(anomalies_proto)
     verdict = Verdict(ok=not anomalies, anomalies=anomalies, rows=len(df))
     baseline = None
     if previous_stats_path is not None:
@@ -307,26 +371,105 @@ def validate(
             stats, load_statistics(serving_stats_path), schema, "skew"
         )
     if block_on_drift and (verdict.drifted or verdict.skewed):
-        verdict.ok = False
-        for name in verdict.drifted:
-            verdict.anomalies.append(Anomaly(name, "drift", (
-                f"drift {verdict.drift[name]:.4f} over threshold "
-                f"{verdict.drift_thresholds[name]:.4f}")))  # fmt: skip
-        for name in verdict.skewed:
-            verdict.anomalies.append(Anomaly(name, "skew", (
-                f"skew {verdict.skew[name]:.4f} over threshold "
-                f"{verdict.skew_thresholds[name]:.4f}")))  # fmt: skip
+        _block_on_drift(verdict)
+    _write_outputs(out_dir, stats, schema, anomalies_proto, profiles, verdict)
+    return verdict
+
+
+def _block_on_drift(verdict: Verdict) -> None:
+    """Fail the verdict with one anomaly per feature over its drift or skew threshold."""
+    verdict.ok = False
+    for name in verdict.drifted:
+        verdict.anomalies.append(Anomaly(name, "drift", (
+            f"drift {verdict.drift[name]:.4f} over threshold "
+            f"{verdict.drift_thresholds[name]:.4f}")))  # fmt: skip
+    for name in verdict.skewed:
+        verdict.anomalies.append(Anomaly(name, "skew", (
+            f"skew {verdict.skew[name]:.4f} over threshold "
+            f"{verdict.skew_thresholds[name]:.4f}")))  # fmt: skip
+
+
+def _write_outputs(
+    out_dir: Path, stats: Any, schema: Any, anomalies: Any, profiles: Any, verdict: Verdict
+) -> None:
+    """Write statistics (binary and text), schema, anomalies, span profile, verdict, reports."""
+    import tensorflow_data_validation as tfdv
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tfdv.write_stats_text(stats, str(out_dir / "statistics.pbtxt"))
+    tfdv.write_stats_text(stats, str(out_dir / STATS_TEXT_FILE))
     (out_dir / STATS_FILE).write_bytes(stats.SerializeToString())
     tfdv.write_schema_text(schema, str(out_dir / SCHEMA_FILE))
-    tfdv.write_anomalies_text(
-        tfdv.validate_statistics(stats, schema, environment=environment),
-        str(out_dir / ANOMALIES_FILE),
-    )
+    tfdv.write_anomalies_text(anomalies, str(out_dir / ANOMALIES_FILE))
     write_profile(profiles, out_dir)
     (out_dir / VERDICT_FILE).write_text(verdict.to_json())
-    (out_dir / "statistics.html").write_text(stats_html(stats, verdict))
-    (out_dir / "report.md").write_text(verdict.report_markdown())
+    (out_dir / STATS_HTML_FILE).write_text(stats_html(stats, verdict))
+    (out_dir / REPORT_FILE).write_text(verdict.report_markdown())
+
+
+def production_statistics(registry_uri: str, model_name: str) -> str | None:
+    """The training statistics of the registry's production version, if it has readable ones."""
+    from mlops.registry import PRODUCTION, ModelRegistry
+
+    production = ModelRegistry(registry_uri).find(model_name, PRODUCTION)
+    if production is not None and Path(production.statistics_uri).exists():
+        return production.statistics_uri
+    return None
+
+
+@dataclass(frozen=True)
+class ValidateOutputs:
+    """Where the validate component's artifacts go.
+
+    Attributes:
+        statistics: Directory of everything :func:`validate` writes (statistics, schema, ...).
+        anomalies: Directory that gets a copy of ``anomalies.pbtxt``.
+        verdict: Directory that gets a copy of ``verdict.json``.
+        statistics_view: File that gets the statistics HTML.
+        report: File that gets the Markdown report.
+    """
+
+    statistics: Path
+    anomalies: Path
+    verdict: Path
+    statistics_view: Path
+    report: Path
+
+
+def run_validation(
+    data_paths: list[Path],
+    outputs: ValidateOutputs,
+    registry_uri: str,
+    model_name: str,
+    baseline_statistics_uri: str = "",
+    serving_statistics_uri: str = "",
+    block_on_drift: bool = False,
+) -> Verdict:
+    """The validate step: pick the drift baseline, validate, lay the results out as artifacts.
+
+    Drift is measured against ``baseline_statistics_uri`` or, when empty, against the training
+    statistics of the registry's production version (if there is one).
+
+    Args:
+        data_paths: The span's splits (parquet).
+        outputs: The artifact paths.
+        registry_uri: The model registry holding the production version.
+        model_name: The registered model.
+        baseline_statistics_uri: Statistics to measure drift against ('' = production's).
+        serving_statistics_uri: Statistics of served requests, for skew ('' = no skew check).
+        block_on_drift: Fail the verdict when a drift or skew comparator is crossed.
+    """
+    baseline = baseline_statistics_uri or production_statistics(registry_uri, model_name)
+    out = outputs.statistics
+    verdict = validate(
+        data_paths,
+        out,
+        previous_stats_path=Path(baseline) if baseline else None,
+        serving_stats_path=Path(serving_statistics_uri) if serving_statistics_uri else None,
+        block_on_drift=block_on_drift,
+    )
+    for name, folder in ((ANOMALIES_FILE, outputs.anomalies), (VERDICT_FILE, outputs.verdict)):
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / name, folder / name)
+    shutil.copy(out / STATS_HTML_FILE, outputs.statistics_view)
+    shutil.copy(out / REPORT_FILE, outputs.report)
     return verdict

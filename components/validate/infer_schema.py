@@ -1,7 +1,7 @@
 """Infer the schema once from the real 2013 data, then curate it; the result is checked in.
 
 Run ``python -m components.validate.infer_schema`` (after ``make data``) to regenerate
-``components/validate/schema/schema.pbtxt``. The curation is code, so it is reviewable:
+``mlops/schema/schema.pbtxt`` (package data). The curation is code, so it is reviewable:
 
 - string domains for every categorical feature, from the whole year (an unseen value is an
   anomaly);
@@ -35,8 +35,9 @@ from typing import Any
 import pandas as pd
 
 from components.validate.core import DEFAULT_SCHEMA, compare, stats_from_dataframe
-from components.validate.span_checks import CALIBRATION_KEY, profile_spans
+from components.validate.span_checks import CALIBRATION_KEY, DEFAULT_CALIBRATION, profile_spans
 from mlops import features as F
+from mlops.artifacts import EVAL_DATA_FILE, TRAIN_DATA_FILE
 
 RANGE_MARGIN = 0.25
 PRESENCE_KEEP = 0.6
@@ -170,14 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature-repo", type=Path, default=Path("feature_repo"))
     parser.add_argument("--work", type=Path, default=Path("runs/schema-inference"))
     parser.add_argument("--out", type=Path, default=DEFAULT_SCHEMA)
+    parser.add_argument("--calibration-out", type=Path, default=DEFAULT_CALIBRATION)
     args = parser.parse_args(argv)
-    ingest(args.feature_repo, SpanWindow("2013-01", "2013-12"), args.work / "train.parquet",
-           args.work / "eval.parquet")  # fmt: skip
-    year = pd.concat([pd.read_parquet(args.work / f"{s}.parquet") for s in ("train", "eval")])
+    splits = [args.work / TRAIN_DATA_FILE, args.work / EVAL_DATA_FILE]
+    ingest(args.feature_repo, SpanWindow("2013-01", "2013-12"), *splits)
+    year = pd.concat([pd.read_parquet(p) for p in splits])
     schema, largest = infer(year)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tfdv.write_schema_text(schema, str(args.out))
-    calibration = args.out.with_name("calibration.json")
+    calibration = args.calibration_out
     calibration.write_text(json.dumps({"largest_month_to_month_drift": largest,
                                        "threshold_factor": THRESHOLD_FACTOR,
                                        CALIBRATION_KEY: calibrate_spans(year)}, indent=2,

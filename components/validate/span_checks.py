@@ -28,9 +28,9 @@ from typing import Any
 import pandas as pd
 
 from mlops import features as F
+from mlops.artifacts import SPAN_PROFILE_FILE
 
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "schema" / "calibration.json"
-PROFILE_FILE = "span_profile.json"
 CALIBRATION_KEY = "span_checks"
 # Rows without a span column are profiled as one span of this name.
 WHOLE_DATA = "(all)"
@@ -148,7 +148,7 @@ def profile_spans(df: pd.DataFrame) -> dict[str, SpanProfile]:
 
 def write_profile(profiles: dict[str, SpanProfile], out_dir: Path) -> Path:
     """Write the profiles next to the statistics, so a later run can use them as its baseline."""
-    path = out_dir / PROFILE_FILE
+    path = out_dir / SPAN_PROFILE_FILE
     path.write_text(json.dumps({"spans": {s: asdict(p) for s, p in profiles.items()}}, indent=2))
     return path
 
@@ -185,7 +185,7 @@ def baseline_reference(stats_path: Path | None, stats: Any) -> Reference | None:
     if stats_path is None:
         return None
     folder = stats_path if stats_path.is_dir() else stats_path.parent
-    profile_file = folder / PROFILE_FILE
+    profile_file = folder / SPAN_PROFILE_FILE
     if profile_file.is_file():
         spans = json.loads(profile_file.read_text()).get("spans", {})
         profiles = [SpanProfile(**p) for _, p in sorted(spans.items())]

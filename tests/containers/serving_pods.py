@@ -50,7 +50,7 @@ class PodSet:
 
 def render(values: dict[str, Any], work: Path) -> list[dict[str, Any]]:
     """The chart as ``helm template`` renders it with these values (the real helm)."""
-    from mlops.k8s_validate import CHART, HELM, NAMESPACE, RELEASE, ROOT, helm
+    from tools.k8s_validate import CHART, HELM, NAMESPACE, RELEASE, ROOT, helm
 
     subprocess.run(["bash", str(ROOT / "tools" / "install-helm.sh")], check=True)
     path = work / "values.yaml"

@@ -7,8 +7,8 @@ import os
 import pytest
 from kfp_podman import MODEL, UID, ContainerRun, load_ir, log_tail, pvc_mounts
 
-from mlops.k8s_validate import ROOT
 from mlops.registry import ModelRegistry
+from tools.k8s_validate import ROOT
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(3000)]
 

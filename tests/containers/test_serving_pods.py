@@ -49,7 +49,7 @@ def post(url: str, payload: object) -> tuple[int, Any]:
 def instances(df: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     for rec in df.to_dict(orient="records"):
-        inst = {n: rec[n] for n in (*F.REQUEST_FEATURE_NAMES, F.TAILNUM)}
+        inst = {n: rec[n] for n in F.REQUEST_FIELDS}
         out.append({k: (float(v) if k in F.NUMERIC_FEATURES else str(v)) for k, v in inst.items()})
     return out
 

@@ -118,7 +118,7 @@ def test_corrupted_span_stops_at_validation(good_run: RunSummary, workspace: Pat
 
 
 def test_report_renders_in_headless_chromium(good_run: RunSummary, tmp_path: Path) -> None:
-    from mlops.browser import chromium, dump_dom, screenshot
+    from tools.browser import chromium, dump_dom, screenshot
 
     try:
         chromium()

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from components.monitor.core import MonitorResult, push_metrics, run_monitor
 from mlops import features as F
-from mlops.monitor import MonitorResult, push_metrics, run_monitor
 from mlops.retrain import Cause, Ledger, causes_from_alerts, retrain_if_needed
 from mlops.rollout import PrometheusClient
 from mlops.shadow import free_port, wait_ready

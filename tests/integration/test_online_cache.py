@@ -15,6 +15,7 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,6 @@ import pytest
 from mlops import features as F
 from mlops.feast_ops import materialize
 from serving.online import (
-    VIEW_KEYS,
     FeastSdkSource,
     FeatureLookupError,
     KeysByView,
@@ -82,7 +82,7 @@ def test_cached_lookup_equals_a_direct_feast_read(sdk: FeastSdkSource, rows: lis
             expected = direct[name][i]
             assert value == expected or (value is None and expected is None), name
     assert online.stats.reads == 1  # the warm pass read nothing
-    assert online.stats.hits == len(rows) * len(VIEW_KEYS)
+    assert online.stats.hits == len(rows) * len(F.VIEW_KEYS)
 
 
 def test_concurrent_misses_share_one_read(sdk: FeastSdkSource, rows: list) -> None:
@@ -111,7 +111,7 @@ def test_stale_rows_are_served_then_refreshed_and_expire(sdk: FeastSdkSource, ro
         assert len(source.reads) == 1
         await asyncio.sleep(0.3)  # past fresh, within max_stale: served, refreshed after
         await online.lookup(few)
-        assert online.stats.stale_hits == len(few) * len(VIEW_KEYS)
+        assert online.stats.stale_hits == len(few) * len(F.VIEW_KEYS)
         assert len(source.reads) == 1  # the request did not wait for a read
         await asyncio.sleep(0.2)
         assert len(source.reads) == 2  # the background refresh ran
@@ -158,6 +158,22 @@ def test_unknown_entities_are_missing_and_preload_fills_the_cache(
     assert all(found[-1].features[n] is None for n in ("plane_year", "plane_seats"))
 
 
+async def call(proc: Any, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+    """One ``start_call``, as the predictor's batcher makes it, awaited."""
+    fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+
+    def done(scores: np.ndarray | None, err: BaseException | None) -> None:
+        if fut.done():
+            return
+        if err is not None or scores is None:
+            fut.set_exception(err or RuntimeError("no scores"))
+        else:
+            fut.set_result(scores)
+
+    proc.start_call(numeric, categorical, done)
+    return await fut
+
+
 def test_model_process_scores_like_the_model_and_survives_its_child(tmp_path: Path) -> None:
     from model_fixtures import export_logistic_model
 
@@ -175,7 +191,7 @@ def test_model_process_scores_like_the_model_and_survives_its_child(tmp_path: Pa
         np.testing.assert_array_equal(proc.score(numeric, categorical), local)
 
         async def run() -> np.ndarray:
-            return await proc.score_async(numeric, categorical)
+            return await call(proc, numeric, categorical)
 
         np.testing.assert_array_equal(asyncio.run(run()), local)
         # The child dies: the call in flight fails with the reason, the next one restarts it.
@@ -185,11 +201,11 @@ def test_model_process_scores_like_the_model_and_survives_its_child(tmp_path: Pa
 
         async def after_kill() -> tuple[str, np.ndarray]:
             try:
-                await proc.score_async(numeric, categorical)
+                await call(proc, numeric, categorical)
                 first = "ok"
             except RuntimeError as err:
                 first = str(err)
-            return first, await proc.score_async(numeric, categorical)
+            return first, await call(proc, numeric, categorical)
 
         first, again = asyncio.run(after_kill())
         assert first == "ok" or "model process died" in first

@@ -34,7 +34,7 @@ from rollout_harness import rollout_role_rules as rollout_role_rules_of
 
 from mlops import telemetry as T
 from mlops.feast_ops import materialize
-from mlops.k8s_validate import HELM, ROOT, render_chart, validate_inference_service
+from mlops.kserve_types import validate_inference_service
 from mlops.registry import ModelRegistry, version_from_uri
 from mlops.rollout import (
     ISVC_PLURAL,
@@ -46,6 +46,7 @@ from mlops.rollout import (
 )
 from mlops.rollout_controller import RolloutController, RolloutMetrics
 from mlops.shadow import free_port, post, replay_rows, server_process
+from tools.k8s_validate import HELM, ROOT, render_chart
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 MODEL = "flight-delay"

@@ -23,7 +23,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from rollout_harness import wait_for
 
 from mlops import telemetry as T
-from mlops.k8s_validate import ROOT
 from mlops.registry import Lineage, ModelRegistry
 from mlops.rollout import (
     ISVC_PLURAL,
@@ -35,6 +34,7 @@ from mlops.rollout import (
 )
 from mlops.rollout_controller import HOLD_SECONDS, RolloutController, RolloutMetrics
 from mlops.shadow import free_port, prometheus
+from tools.k8s_validate import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

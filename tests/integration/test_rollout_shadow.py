@@ -58,7 +58,7 @@ def test_good_candidate_is_promoted_then_bad_one_rolled_back(setup: dict) -> Non
 
 
 def test_cluster_objects_for_the_same_decisions_pass_the_kserve_types() -> None:
-    from mlops.k8s_validate import validate_inference_service
+    from mlops.kserve_types import validate_inference_service
 
     isvc = {
         "apiVersion": "serving.kserve.io/v1beta1",

@@ -65,8 +65,10 @@ def test_beam_options_reach_the_pipeline(training_set: TrainingSet, tmp_path: Pa
         df.to_parquet(paths[-1], index=False)
     # An unknown runner is refused by Beam itself: the options are not swallowed or replaced.
     with pytest.raises(ValueError, match="NoSuchRunner"):
-        transform(paths[0], paths[1], tmp_path / "out", ["--runner=NoSuchRunner"])
+        transform(
+            paths[0], paths[1], tmp_path / "graph", tmp_path / "xf", ["--runner=NoSuchRunner"]
+        )
     with pytest.raises(FileNotFoundError, match=r"missing\.parquet"):
-        transform(tmp_path / "missing.parquet", paths[1], tmp_path / "out")
+        transform(tmp_path / "missing.parquet", paths[1], tmp_path / "graph", tmp_path / "xf")
     with pytest.raises(ValueError, match="split must be one of"):
-        load_transformed_dataset(tmp_path / "out", "test", 8, False, 0)
+        load_transformed_dataset(tmp_path / "graph", tmp_path / "xf", "test", 8, False, 0)

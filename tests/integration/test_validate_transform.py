@@ -87,7 +87,8 @@ def transformed(training_set: TrainingSet, tmp_path_factory: pytest.TempPathFact
     train, evaluation = training_set("2013-01", "2013-01")
     out = tmp_path_factory.mktemp("xf")
     transform(write(train, out / "in" / "train.parquet"),
-              write(evaluation, out / "in" / "eval.parquet"), out)  # fmt: skip
+              write(evaluation, out / "in" / "eval.parquet"), out / "graph",
+              out / "examples")  # fmt: skip
     return out
 
 
@@ -114,10 +115,13 @@ def test_serving_transform_equals_training_examples(
     from components.transform.preprocessing import raw_dense_to_tft_inputs
 
     _, evaluation = training_set("2013-01", "2013-01")
-    tft_output = tft.TFTransformOutput(str(transformed / "transform_graph"))
+    tft_output = tft.TFTransformOutput(str(transformed / "graph"))
     served = tft_output.transform_features_layer()(raw_dense_to_tft_inputs(raw_dense(evaluation)))
     names = sorted(k for k in tft_output.transformed_feature_spec() if k != F.LABEL)
-    batches = list(load_transformed_dataset(transformed, "eval", 100_000, False, 0))
+    batches = list(
+        load_transformed_dataset(transformed / "graph", transformed / "examples", "eval",
+                                 100_000, False, 0)
+    )  # fmt: skip
     assert len(batches) == 1
     trained, labels = batches[0]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.k8s_validate import CHECKOV, HELM, ROOT, ManifestSet
+from tools.k8s_validate import CHECKOV, HELM, ROOT, ManifestSet
 
 
 def _install(script: str) -> None:
@@ -49,6 +49,6 @@ def checkov() -> Path:
 @pytest.fixture(scope="session")
 def rendered(helm_bin: Path) -> list[ManifestSet]:
     """Every configuration the repository ships, rendered once per session."""
-    from mlops.k8s_validate import render_all
+    from tools.k8s_validate import render_all
 
     return render_all(helm_bin=helm_bin)

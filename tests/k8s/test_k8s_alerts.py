@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mlops import telemetry as T
-from mlops.k8s_validate import CHART
+from tools.k8s_validate import CHART
 
 pytestmark = pytest.mark.integration
 

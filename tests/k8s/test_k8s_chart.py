@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops.k8s_validate import (
+from tools.k8s_validate import (
     CHART,
     CUSTOM_KINDS,
     ROOT,
@@ -127,10 +127,12 @@ def test_inference_service_wires_predictor_transformer_and_feast(
         "--host=0.0.0.0",
     ]  # fmt: skip
     assert "--host=0.0.0.0" in transformer["args"]
-    # The serving image's schema: without it any carrier would be accepted.
-    assert "--schema=/opt/flight-delay/schema/schema.pbtxt" in transformer["args"]
+    # The schema is package data of mlops, which the serving image installs: the transformer
+    # loads it by default (and stops without it), so no path is passed.
+    assert not any(a.startswith("--schema") for a in transformer["args"])
     dockerfile = (ROOT / "images" / "serving.Dockerfile").read_text()
-    assert "./schema/schema.pbtxt" in dockerfile
+    assert "COPY mlops ./mlops" in dockerfile
+    assert (ROOT / "mlops" / "schema" / "schema.pbtxt").is_file()
     # The SavedModel of version 1 on the chart's registry PVC (mlops.registry.serving_uri).
     storage = "pvc://flight-delay-registry/flight-delay/versions/1/model"
     assert {"name": "STORAGE_URI", "value": storage} in predictor["env"]

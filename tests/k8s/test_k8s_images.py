@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.k8s_validate import ROOT
+from tools.k8s_validate import ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.k8s_validate import OVERLAYS, ManifestSet, overlay_names, validate_core
+from tools.k8s_validate import OVERLAYS, ManifestSet, overlay_names, validate_core
 
 pytestmark = pytest.mark.integration
 

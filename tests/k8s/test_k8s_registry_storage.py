@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlops.k8s_validate import CHART, ManifestSet, render_chart
 from mlops.registry import Lineage, ModelVersion, serving_uri
+from tools.k8s_validate import CHART, ManifestSet, render_chart
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.k8s_validate import ManifestSet, scan
+from tools.k8s_validate import ManifestSet, scan
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""mlops.k8s_validate's InferenceService check against the KServe SDK's OpenAPI types."""
+"""mlops.kserve_types: the InferenceService check against the KServe SDK's OpenAPI types."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mlops.k8s_validate import validate_inference_service
+from mlops.kserve_types import validate_inference_service
 
 pytestmark = pytest.mark.integration  # imports the real kserve SDK (a few seconds)
 

@@ -14,7 +14,6 @@ from components.evaluate.core import (
     EvalConfig,
     evaluate,
     model_inputs,
-    slice_columns,
 )
 from components.evaluate.report import render_report
 from mlops import features as F
@@ -66,7 +65,7 @@ def test_slice_columns_derive_hour_band_and_mark_missing() -> None:
             "sched_dep_hour": [5.0, 6.0, 17.0, np.nan],
         }
     )
-    cols = slice_columns(df)
+    cols = F.slice_frame(df)  # what evaluate slices by
     assert list(cols.columns) == list(F.SLICE_KEYS)
     assert cols["sched_hour_band"].tolist() == ["night", "morning", "afternoon", "__missing__"]
     assert cols[F.CARRIER].tolist() == ["UA", "__missing__", "AA", "DL"]

@@ -1,8 +1,8 @@
 """Outbound calls against real HTTP servers that hang or fail: bounded time, bounded retries.
 
-The Pushgateway push (``mlops.monitor.push_metrics``) and the KFP API calls of ``mlops submit``
-(``mlops.submit``) are sent to a real ``http.server`` on loopback that hangs, answers 500 or
-answers like the KFP API; the tests count what reached the server.
+The Pushgateway push (``components.monitor.core.push_metrics``) and the KFP API calls of
+``mlops submit`` (``mlops.submit``) are sent to a real ``http.server`` on loopback that hangs,
+answers 500 or answers like the KFP API; the tests count what reached the server.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops.monitor import MonitorResult, push_metrics
+from components.monitor.core import MonitorResult, push_metrics
 from mlops.retrying import RetryError
 from mlops.submit import SubmitError, SubmitPlan, make_client, submit
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.evaluate.config import GATE_DEFAULTS
 from mlops.runner import COMPILED_MONITORING, COMPILED_PIPELINE, STEPS, compile_pipeline
 
 pytestmark = pytest.mark.unit
@@ -66,6 +67,31 @@ def test_dag_steps_order_and_task_settings(compiled: dict) -> None:
     for name in ("first_span", "last_span", "hyperparameters", "gpu_count", "registry_uri",
                  "beam_pipeline_args", "min_auc", "max_auc_drop", "feature_repo"):  # fmt: skip
         assert name in params
+
+
+def test_gate_thresholds_are_pipeline_parameters_with_eval_config_defaults(compiled: dict) -> None:
+    # EvalConfig is the one home of the gate's defaults: the pipeline's and the evaluate
+    # component's parameters both carry them, and every threshold reaches the component.
+    params = compiled["root"]["inputDefinitions"]["parameters"]
+    component = compiled["components"]["comp-evaluate-op"]["inputDefinitions"]["parameters"]
+    wiring = compiled["root"]["dag"]["tasks"]["evaluate-op"]["inputs"]["parameters"]
+    gate = {name: value for name, value in GATE_DEFAULTS.to_dict().items() if value is not None}
+    assert set(gate) == {
+        "threshold",
+        "min_auc",
+        "max_log_loss",
+        "max_auc_drop",
+        "max_log_loss_increase",
+        "max_slice_auc_drop",
+        "max_slice_log_loss_increase",
+        "slice_max_auc_drop",
+        "min_slice_count",
+    }
+    for name, default in gate.items():
+        pipeline_name = "decision_threshold" if name == "threshold" else name
+        assert params[pipeline_name]["defaultValue"] == default, name
+        assert component[name]["defaultValue"] == default, name
+        assert wiring[name] == {"componentInputParameter": pipeline_name}
 
 
 def test_components_do_not_pip_install_at_runtime(compiled: dict) -> None:

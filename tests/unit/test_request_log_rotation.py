@@ -11,7 +11,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from mlops.monitor import read_request_log, request_log_files
+from components.monitor.core import read_request_log, request_log_files
 from serving import transformer as T
 from serving.transformer import RequestLog, build_parser, request_log_file
 
@@ -134,7 +134,7 @@ def test_rotation_keeps_a_bounded_number_of_files_oldest_deleted(tmp_path: Path)
     assert len(rotated) == 2 and neighbour not in rotated and neighbour.exists()
     # What is left is the newest rows: the live file's last row is the last one written.
     kept = read_request_log(tmp_path / "requests.jsonl")
-    # (mlops.monitor's reader globs <stem>-*.jsonl, so it reads the neighbour's row too.)
+    # (the monitor's reader globs <stem>-*.jsonl, so it reads the neighbour's row too.)
     ids = sorted(int(r[1:]) for r in kept["request_id"] if r != "r-1")
     assert ids[-1] == 199 and ids == list(range(ids[0], 200))
     assert ids[0] > 0  # the oldest rows went with the deleted files

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from mlops import telemetry as T
-from mlops.k8s_validate import HELM, ROOT, render_chart, validate_core, validate_inference_service
+from mlops.kserve_types import validate_inference_service
 from mlops.registry import Lineage, ModelRegistry, version_from_uri
 from mlops.rollout import (
     ClusterRollout,
@@ -36,6 +36,7 @@ from mlops.rollout_controller import (
     RolloutMetrics,
     pod_namespace,
 )
+from tools.k8s_validate import HELM, ROOT, render_chart, validate_core
 
 pytestmark = pytest.mark.unit
 

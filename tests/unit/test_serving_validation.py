@@ -77,6 +77,17 @@ def test_a_named_schema_that_is_missing_stops_the_server(tmp_path: Any) -> None:
         load_schema(tmp_path / "schema.pbtxt")
 
 
+def test_an_install_without_the_packaged_schema_stops_the_server(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart passes no --schema: the packaged one is the default, never open vocabularies."""
+    from mlops import artifacts
+
+    monkeypatch.setattr(artifacts, "packaged_schema", lambda: tmp_path / "schema.pbtxt")
+    with pytest.raises(FileNotFoundError, match="packaged schema is missing"):
+        load_schema()
+
+
 def test_the_predictor_labels_what_storage_uri_names() -> None:
     """KServe mounts the version at /mnt/models: the version comes from STORAGE_URI."""
     from serving.predictor import served_version

@@ -37,6 +37,7 @@ import pandas as pd
 
 from mlops import features as F
 from mlops import telemetry as T
+from mlops.artifacts import MONITOR_FILE, STATS_FILE
 from mlops.registry import download_tree
 
 log = logging.getLogger(__name__)
@@ -159,17 +160,22 @@ def read_feedback(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["request_id", "row", "label"])
 
 
-def slice_quality(served: pd.DataFrame, threshold: float = 0.5) -> list[dict[str, Any]]:
-    """AUC and accuracy overall and per bounded slice, on rows that have a label."""
+def slice_quality(
+    served: pd.DataFrame, threshold: float = F.DECISION_THRESHOLD
+) -> list[dict[str, Any]]:
+    """AUC and accuracy overall and per bounded slice, on rows that have a label.
+
+    Slices are derived by ``mlops.features.slice_frame``: a row without an hour counts as
+    ``"other"``, as it does in the serving metrics.
+    """
     from components.evaluate.metrics import binary_metrics
 
-    df = served.dropna(subset=["label"]).copy()
-    df["sched_hour_band"] = df["sched_dep_hour"].map(F.hour_band)
+    df = served.dropna(subset=["label"])
+    slices = F.slice_frame(df, bounded=True)
     out = []
     groups: list[tuple[str, str, pd.DataFrame]] = [("all", "all", df)]
     for key in F.SLICE_KEYS:
-        bounded = df[key].astype(str).map(lambda v, k=key: F.bounded_slice_value(k, v))
-        groups += [(key, str(value), part) for value, part in df.groupby(bounded)]
+        groups += [(key, str(value), part) for value, part in df.groupby(slices[key])]
     for key, value, part in groups:
         m = binary_metrics(part["label"].to_numpy(int), part["score"].to_numpy(float), threshold)
         out.append({"slice_key": key, "slice_value": value, "count": len(part),
@@ -184,6 +190,7 @@ def run_monitor(
     previous_stats: str | Path | None = None,
     feedback: str | Path | None = None,
     schema_path: Path | None = None,
+    threshold: float = F.DECISION_THRESHOLD,
 ) -> MonitorResult:
     """Compute skew, drift and live quality for one window of served requests.
 
@@ -196,10 +203,10 @@ def run_monitor(
         previous_stats: The previous window's statistics, for drift.
         feedback: Labels for served rows, for live quality.
         schema_path: The curated schema (default: the checked-in one).
+        threshold: Decision threshold of the live accuracy.
     """
     from components.validate.core import (
         DEFAULT_SCHEMA,
-        STATS_FILE,
         compare,
         load_schema,
         load_statistics,
@@ -227,10 +234,10 @@ def run_monitor(
         joined = served.merge(labels, on=["request_id", "row"], how="left")
         result.labelled = int(joined["label"].notna().sum())
         if result.labelled:
-            result.slice_quality = slice_quality(joined)
+            result.slice_quality = slice_quality(joined, threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STATS_FILE).write_bytes(stats.SerializeToString())
-    (out_dir / "monitor.json").write_text(result.to_json())
+    (out_dir / MONITOR_FILE).write_text(result.to_json())
     return result
 
 
