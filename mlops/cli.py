@@ -175,15 +175,14 @@ def _cmd_submit(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 def _cmd_monitor(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from components.monitor.core import push_metrics, run_monitor
-    from mlops.registry import PRODUCTION, ModelRegistry
+    from mlops.registry import ModelRegistry
 
     model_name = args.model_name or cfg.model_name
     training_stats = args.training_stats
     if training_stats is None:
-        production = ModelRegistry(_registry_uri(cfg)).find(model_name, PRODUCTION)
-        if production is None:
+        training_stats = ModelRegistry(_registry_uri(cfg)).production_statistics(model_name)
+        if training_stats is None:
             raise DataError("no production model: pass --training-stats")
-        training_stats = production.statistics_uri
     # Inputs stay strings: any of them may be an fsspec URI (gs://...), which Path would mangle.
     result = run_monitor(
         args.requests or cfg.request_log,

@@ -911,6 +911,12 @@ class ModelRegistry:
         version = self.aliases(model_name).get(alias)
         return None if version is None else self.get(model_name, version)
 
+    def production_statistics(self, model_name: str) -> str | None:
+        """The production version's training statistics (validation's drift baseline, the
+        monitor's skew reference), or ``None`` when no version is in production."""
+        production = self.find(model_name, PRODUCTION)
+        return None if production is None else production.statistics_uri
+
     # -- events --------------------------------------------------------------------------------
 
     def record_event(

@@ -408,12 +408,10 @@ def _write_outputs(
 
 def production_statistics(registry_uri: str, model_name: str) -> str | None:
     """The training statistics of the registry's production version, if it has readable ones."""
-    from mlops.registry import PRODUCTION, ModelRegistry
+    from mlops.registry import ModelRegistry
 
-    production = ModelRegistry(registry_uri).find(model_name, PRODUCTION)
-    if production is not None and Path(production.statistics_uri).exists():
-        return production.statistics_uri
-    return None
+    uri = ModelRegistry(registry_uri).production_statistics(model_name)
+    return uri if uri is not None and Path(uri).exists() else None
 
 
 @dataclass(frozen=True)

@@ -403,3 +403,13 @@ def test_push_input_readers(tmp_path: Path) -> None:
     result = json.dumps({"spans": ["2013-01"], "train_hash": "t", "eval_hash": "e"})
     assert parse_ingest_result(result) == (["2013-01"], "t", "e")
     assert parse_ingest_result("") == ([], None, None)
+
+
+def test_production_statistics_follow_the_production_alias(
+    registry: ModelRegistry, model_dir: Path
+) -> None:
+    assert registry.production_statistics(MODEL) is None  # nothing in production yet
+    v1 = registry.register(MODEL, model_dir, lineage(blessed=True), {})
+    registry.register(MODEL, model_dir, lineage(blessed=True), {})
+    registry.set_alias(MODEL, PRODUCTION, v1.version)
+    assert registry.production_statistics(MODEL) == v1.statistics_uri
