@@ -44,7 +44,17 @@ feature_repo/data/.stamp: $(VENV)/.stamp mlops/data.py feature_repo/definitions.
 
 data: feature_repo/data/.stamp ## prepare the flights data, feast apply, materialize
 
-run: data ## run the training pipeline locally (kfp.local) and print what it decided
+# The local loop's shadow analysis (every run after the first model) needs a prometheus binary.
+# Installing it may fail (no root, no apt-get): `make run` then goes on, says so, and deploy
+# skips the shadow analysis with that reason, leaving the candidate a candidate.
+prometheus: ## install prometheus, promtool and the Pushgateway (the local shadow analysis uses them)
+	bash tools/install-prometheus.sh
+
+local-tools:
+	@bash tools/install-prometheus.sh || echo "make: WARNING: prometheus is not installed (see above):" \
+	  "later runs skip the shadow analysis and keep their candidate; fix it, then \`make prometheus\`" >&2
+
+run: data local-tools ## run the training pipeline locally (kfp.local) and print what it decided
 	$(MLOPS) run $(RUN_ARGS)
 
 serve: data ## serve the production model on 127.0.0.1:8080 (KServe V1/V2, /metrics)
@@ -71,7 +81,9 @@ lint: venv ## ruff format check, ruff lint, mypy, import layers (import-linter)
 	$(BIN)/mypy mlops components pipelines serving
 	$(BIN)/lint-imports
 
-bench: data ## run the benchmarks; figures go to bench/results.json
+# The TFX peer is optional: without it bench_vs_tfx records "not installed", never old figures.
+bench: data ## run the benchmarks (with the TFX peer); figures go to bench/results.json
+	bash tools/install-tfx-peer.sh || echo "TFX peer not installed; bench_vs_tfx will say so"
 	$(BIN)/python -m bench.run
 
 clean: ## remove generated data and runs (keeps the environment)
@@ -79,4 +91,4 @@ clean: ## remove generated data and runs (keeps the environment)
 
 -include mk/*.mk
 
-.PHONY: help venv lock data run serve compile report test test-unit lint bench clean
+.PHONY: help venv lock data prometheus local-tools run serve compile report test test-unit lint bench clean

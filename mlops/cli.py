@@ -97,6 +97,9 @@ def pipeline_arguments(cfg: PlatformConfig, args: argparse.Namespace) -> dict[st
         "code_revision": code_revision_label(),
         "decision_threshold": cfg.decision_threshold,
         "model_name": cfg.model_name,
+        # The local loop's served traffic is the shadow analysis's replay: log it where
+        # `mlops monitor` reads by default.
+        "request_log": str(Path(cfg.request_log).resolve()),
     }
     for name, value in (("min_auc", args.min_auc), ("max_auc_drop", args.max_auc_drop)):
         if value is not None:
@@ -116,7 +119,9 @@ def _cmd_run(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
     if not is_prepared(cfg.data_dir):
         raise DataError(f"{cfg.data_dir} has no prepared data; run `make data` first")
-    summary = run_local(cfg.runs_dir, pipeline_arguments(cfg, args), args.run_name)
+    summary = run_local(
+        cfg.runs_dir, pipeline_arguments(cfg, args), args.run_name, verbose=args.verbose
+    )
     print("\n".join(summary.lines()))
     return 0 if summary.status == "SUCCESS" else 1
 
@@ -184,14 +189,21 @@ def _cmd_monitor(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         if training_stats is None:
             raise DataError("no production model: pass --training-stats")
     # Inputs stay strings: any of them may be an fsspec URI (gs://...), which Path would mangle.
-    result = run_monitor(
-        args.requests or cfg.request_log,
-        training_stats,
-        Path(args.out),
-        previous_stats=args.previous_stats,
-        feedback=args.feedback,
-        threshold=cfg.decision_threshold,
-    )
+    try:
+        result = run_monitor(
+            args.requests or cfg.request_log,
+            training_stats,
+            Path(args.out),
+            previous_stats=args.previous_stats,
+            feedback=args.feedback,
+            threshold=cfg.decision_threshold,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        # Before anything was served there is no request log: say how to get one.
+        raise DataError(
+            f"{err}; serve the production model first (`make serve` logs requests to "
+            f"{cfg.request_log}) or pass --requests"
+        ) from err
     if args.pushgateway:
         push_metrics(result, model_name, args.pushgateway)
     print(result.to_json())
@@ -222,7 +234,7 @@ def _run_starter(cfg: PlatformConfig, args: argparse.Namespace) -> Callable[[lis
 
         name = f"retrain-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
         print(f"retraining for {reason}: local run {name}")
-        summary = run_local(cfg.runs_dir, pipeline_arguments(cfg, args), name)
+        summary = run_local(cfg.runs_dir, pipeline_arguments(cfg, args), name, verbose=args.verbose)
         print("\n".join(summary.lines()))
         if summary.status != "SUCCESS":
             raise RunFailed(name, f"ended {summary.status}")
@@ -267,9 +279,25 @@ def _cmd_alert_receiver(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 
 def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
-    from mlops.retrain import causes_from_alerts, parse_alertmanager_payload, retrain_if_needed
-    from mlops.rollout import PrometheusClient
+    from mlops.retrain import (
+        causes_from_alerts,
+        causes_from_monitor,
+        parse_alertmanager_payload,
+        retrain_if_needed,
+    )
+    from mlops.rollout import PrometheusClient, PrometheusError
 
+    if args.monitor_result:
+        try:
+            monitored = json.loads(Path(args.monitor_result).read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"--monitor-result {args.monitor_result}: {err}") from err
+        if not isinstance(monitored, dict):
+            raise DataError(f"--monitor-result {args.monitor_result}: expected a JSON object")
+        causes = causes_from_monitor(monitored, cfg.model_name)
+        result = retrain_if_needed(causes, _ledger(args), _run_starter(cfg, args))
+        print(json.dumps(result.to_dict(), indent=2))
+        return 1 if result.failed else 0
     if args.alerts_file:
         raw = Path(args.alerts_file).read_bytes()
         try:
@@ -281,9 +309,18 @@ def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
             raise DataError(f"--alerts-file {args.alerts_file}: expected a list of alerts")
     else:
-        alerts = PrometheusClient(args.prometheus or cfg.prometheus_url).query(
-            'ALERTS{alertstate="firing"}'
-        )
+        try:
+            alerts = PrometheusClient(args.prometheus or cfg.prometheus_url).query(
+                'ALERTS{alertstate="firing"}'
+            )
+        except PrometheusError as err:
+            # No Prometheus evaluating the alert rules (e.g. right after `make run`): no alert
+            # can be read, so nothing starts; say where to point the command instead.
+            raise DataError(
+                f"{err}; point --prometheus at a Prometheus that evaluates "
+                "charts/flight-delay/files/prometheus/alerts.rules.yml, or pass --alerts-file "
+                "(an Alertmanager webhook payload)"
+            ) from err
 
     start_run = _run_starter(cfg, args)
     result = retrain_if_needed(causes_from_alerts(alerts), _ledger(args), start_run)
@@ -315,6 +352,15 @@ def _retrain_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyperparameters", default="{}")
     p.add_argument("--min-auc", type=float)
     p.add_argument("--max-auc-drop", type=float)
+    _verbose_flag(p)
+
+
+def _verbose_flag(p: argparse.ArgumentParser) -> None:
+    """``--verbose`` of the commands that run the pipeline locally."""
+    p.add_argument(
+        "--verbose", "-v", action="store_true",
+        help="echo each step's log; it is always in runs/<run>/logs/<step>.log",
+    )  # fmt: skip
 
 
 def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
@@ -347,6 +393,7 @@ def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-auc", type=float, help="absolute AUC a first model must reach")
     p.add_argument("--max-auc-drop", type=float, help="largest AUC drop vs production")
     p.add_argument("--run-name", help="name of the run directory under runs/")
+    _verbose_flag(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
@@ -396,6 +443,8 @@ def _add_operations_parsers(sub: argparse._SubParsersAction) -> None:
     _retrain_flags(p)
     p.add_argument("--prometheus", help="Prometheus URL (default: the config's prometheus_url)")
     p.add_argument("--alerts-file", help="Alertmanager webhook payload (JSON) instead")
+    p.add_argument("--monitor-result", help="a monitoring result (`mlops monitor`'s monitor.json) "
+                   "instead: its drifted or skewed features are the causes")  # fmt: skip
     p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser("alert-receiver", help="Alertmanager webhook that starts retraining")
@@ -420,6 +469,15 @@ def _add_module_parsers(sub: argparse._SubParsersAction) -> None:
     sub.choices["serve"].set_defaults(func=lambda cfg, a: cli_serve(a, _registry_uri(cfg)))
     add_models_parser(sub)
     sub.choices["models"].set_defaults(func=lambda cfg, a: cli_models(a, _registry_uri(cfg)))
+    # `models compare A B` renders the run report's comparison for two registry versions.
+    from mlops.report import add_compare_parser, cli_compare
+
+    models_sub = next(
+        a for a in sub.choices["models"]._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    add_compare_parser(models_sub).set_defaults(
+        func=lambda cfg, a: cli_compare(a, _registry_uri(cfg))
+    )
     add_rollout_controller_parser(sub)
     sub.choices["rollout-controller"].set_defaults(
         func=lambda cfg, a: cli_rollout_controller(a, _registry_uri(cfg))

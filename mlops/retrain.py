@@ -113,6 +113,32 @@ def causes_from_alerts(alerts: Iterable[dict[str, Any]]) -> list[Cause]:
     return causes
 
 
+# The alert that drift or skew of a feature raises (charts/.../alerts.rules.yml), and the labels
+# it carries: a monitoring result read directly gives the same causes as the alert would.
+FEATURE_DRIFT_ALERT = "FlightDelayFeatureDrift"
+
+
+def causes_from_monitor(result: Mapping[str, Any], model: str) -> list[Cause]:
+    """Retraining causes in a monitoring result (``mlops monitor``'s ``monitor.json``).
+
+    Without a Prometheus evaluating the alert rules (the local loop), the features the monitor
+    found drifted or skewed are the causes ``FlightDelayFeatureDrift`` would have fired for.
+
+    Raises:
+        DataError: ``result`` is not a monitoring result.
+    """
+    causes = []
+    for comparison, key in (("drift", "drifted"), ("skew", "skewed")):
+        features = result.get(key, [])
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise DataError(f"monitoring result: {key} must be a list of feature names")
+        for feature in features:
+            labels = {"alertname": FEATURE_DRIFT_ALERT, "feature": feature,
+                      "comparison": comparison, "model": model}  # fmt: skip
+            causes.append(Cause(FEATURE_DRIFT_ALERT, labels))
+    return causes
+
+
 @dataclass(frozen=True)
 class Claim:
     """Causes one trigger holds as ``running`` in the ledger until its run ends."""

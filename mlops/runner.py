@@ -7,14 +7,14 @@ module is where it meets ``kfp.compiler``, ``kfp.local`` and ``kfp.Client``.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from mlops.progress import FAILED, QUEUED, RUNNING, SKIPPED, SUCCEEDED, RunProgress
 from mlops.report import StepRecord, build_report, read_task_outputs
 
 COMPILED_PIPELINE = Path("pipelines/training_pipeline.yaml")
@@ -25,6 +25,12 @@ STEPS = (
     "push-op", "deploy-op",
 )  # fmt: skip
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LOGS_DIR = "logs"  # each step's output: <run>/logs/<step>.log
+# The progress display's states as the report and summary have always spelled them.
+_RECORD_STATUS = {
+    QUEUED: "NOT RUN", SKIPPED: "NOT RUN", RUNNING: "RUNNING", SUCCEEDED: "SUCCESS",
+    FAILED: "FAILURE",
+}  # fmt: skip
 
 
 def compile_pipeline(
@@ -58,27 +64,6 @@ def compile_pipeline(
     return out
 
 
-class _StepTimer(logging.Filter):
-    """Observes kfp.local's task log lines to time each step.
-
-    kfp.local replaces the root logger's handlers while a pipeline runs, but keeps its filters,
-    so a filter is the one hook that sees every "Executing task" / "finished with status" line.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: dict[str, StepRecord] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = _ANSI.sub("", str(record.getMessage()))
-        if m := re.match(r"Executing task '([^']+)'", msg):
-            self.steps[m.group(1)] = StepRecord(m.group(1), "RUNNING", started=record.created)
-        elif m := re.match(r"Task '([^']+)' finished with status (\w+)", msg):
-            step = self.steps.setdefault(m.group(1), StepRecord(m.group(1)))
-            step.status, step.finished = m.group(2), record.created
-        return True
-
-
 @dataclass
 class RunSummary:
     """What a local run did and decided."""
@@ -89,16 +74,27 @@ class RunSummary:
     report: Path
     steps: list[StepRecord]
     decisions: dict[str, Any] = field(default_factory=dict)
+    failed_step: str | None = None
+    failed_log: Path | None = None
+    failed_tail: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        """Human-readable summary lines."""
+        """Human-readable summary lines; a failure ends them with its step's last log lines."""
         out = [f"run {self.run_name}: {self.status}"]
+        width = max((len(s.name) for s in self.steps), default=0)
         out += [
-            f"  {s.name:<13} {s.status:<8} " + ("" if s.seconds is None else f"{s.seconds:6.1f} s")
+            f"  {s.name:<{width}} {s.status:<8} "
+            + ("" if s.seconds is None else f"{s.seconds:6.1f} s")
             for s in self.steps
         ]
         out += [f"  {k}: {v}" for k, v in self.decisions.items()]
         out += [f"  outputs: {self.run_dir}", f"  report:  {self.report}"]
+        if self.failed_step:
+            out.append(
+                f"step {self.failed_step} failed; its last {len(self.failed_tail)} log lines:"
+            )
+            out += [f"  | {line}" for line in self.failed_tail]
+            out.append(f"  full log: {self.failed_log}")
         return out
 
 
@@ -153,10 +149,27 @@ def _decisions(steps: dict[str, StepRecord]) -> tuple[dict[str, Any], dict[str, 
     return decisions, evaluation
 
 
-def run_local(runs_dir: Path, arguments: dict[str, Any], run_name: str | None = None) -> RunSummary:
+def run_local(
+    runs_dir: Path,
+    arguments: dict[str, Any],
+    run_name: str | None = None,
+    *,
+    verbose: bool = False,
+    out: TextIO | None = None,
+) -> RunSummary:
     """Run the whole DAG with ``kfp.local`` in this environment and write the run report.
 
-    A failing step stops the run (kfp.local raises); the summary and report are written anyway.
+    While it runs, each step's state and elapsed time are shown on ``out`` (a live table on a
+    terminal, a line per state change otherwise) and each step's output goes to
+    ``<run>/logs/<step>.log``. A failing step stops the run (kfp.local raises); the summary and
+    report are written anyway, and the summary names the step, its last log lines and its log.
+
+    Args:
+        runs_dir: Directory of the runs; the run writes to ``runs_dir/run_name``.
+        arguments: Pipeline parameters.
+        run_name: Name of the run (default: ``run-<UTC time>``).
+        verbose: Also echo every step's log lines to ``out``.
+        out: Where progress goes (default: ``sys.stdout``).
     """
     from kfp import local
 
@@ -168,23 +181,24 @@ def run_local(runs_dir: Path, arguments: dict[str, Any], run_name: str | None = 
     root = (runs_dir / run_name).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    timer = _StepTimer()
-    logging.getLogger().addFilter(timer)
+    progress = RunProgress(STEPS, root / LOGS_DIR, out=out, verbose=verbose)
     status = "SUCCESS"
     t0 = time.perf_counter()
     try:
-        training_pipeline(**arguments)
+        with progress:
+            training_pipeline(**arguments)
     except RuntimeError as err:  # kfp.local's pipeline failure
         status = f"FAILURE ({_ANSI.sub('', str(err))})"
-    finally:
-        logging.getLogger().removeFilter(timer)
     wall = time.perf_counter() - t0
 
-    run_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    # kfp.local's directory of the run (the newest, if the name is re-used), not the step logs.
+    run_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p != progress.log_dir)
     kfp_dir = run_dirs[-1] if run_dirs else root
     steps: list[StepRecord] = []
-    for name in STEPS:
-        step = timer.steps.get(name, StepRecord(name))
+    for name, seen in progress.steps.items():
+        step = StepRecord(
+            name, _RECORD_STATUS[seen.state], started=seen.started, finished=seen.finished
+        )
         step.outputs = read_task_outputs(kfp_dir / name)
         steps.append(step)
     by_name = {s.name: s for s in steps}
@@ -192,13 +206,22 @@ def run_local(runs_dir: Path, arguments: dict[str, Any], run_name: str | None = 
     decisions["wall time"] = f"{wall:.1f} s"
     (root / "arguments.json").write_text(json.dumps(arguments, indent=2, default=str))
     report = build_report(run_name, steps, decisions, root / "report.html", evaluation)
-    summary = RunSummary(run_name, status, kfp_dir, report, steps, decisions)
+    failed = progress.failed_step
+    summary = RunSummary(
+        run_name, status, kfp_dir, report, steps, decisions, failed_step=failed,
+        failed_log=progress.steps[failed].log if failed else None,
+        failed_tail=progress.tail(failed) if failed else [],
+    )  # fmt: skip
     (root / "summary.json").write_text(
         json.dumps(
             {
                 "run_name": run_name, "status": status, "decisions": decisions,
                 "steps": [
-                    {"name": s.name, "status": s.status, "seconds": s.seconds} for s in steps
+                    {
+                        "name": s.name, "status": s.status, "seconds": s.seconds,
+                        "log": str(progress.steps[s.name].log),
+                    }
+                    for s in steps
                 ],
             },
             indent=2, default=str,

@@ -87,20 +87,39 @@ def server_process(cmd: list[str], ready_url: str, log: Path) -> Iterator[subpro
 
 @contextmanager
 def serving_pair(
-    model_name: str, stable_dir: Path, candidate_dir: Path, feature_repo: Path, work: Path
+    model_name: str,
+    stable_dir: Path,
+    candidate_dir: Path,
+    feature_repo: Path,
+    work: Path,
+    request_log: Path | None = None,
 ) -> Iterator[str]:
     """The model server with both versions; yields its base URL."""
+    if request_log is not None:
+        request_log.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [
         sys.executable, "-m", "serving.transformer", f"--model_name={model_name}",
         f"--model_dir={stable_dir}", f"--second_model_dir={candidate_dir}",
         f"--second_model_name={model_name}{CANDIDATE_SUFFIX}", f"--feast_repo={feature_repo}",
-        f"--http_port={port}", f"--request_log={work / 'requests.jsonl'}",
+        f"--http_port={port}", f"--request_log={request_log or work / 'requests.jsonl'}",
     ]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     ready = f"{base}/v2/models/{model_name}{CANDIDATE_SUFFIX}/ready"
     with server_process(cmd, ready, work / "server.log"):
         yield base
+
+
+# Why a local shadow analysis cannot run, and the one step that fixes it.
+PROMETHEUS_MISSING = (
+    "prometheus not installed (not on PATH); run `make prometheus` or "
+    "`bash tools/install-prometheus.sh`"
+)
+
+
+def prometheus_available() -> bool:
+    """Whether a ``prometheus`` binary is on PATH (the shadow analysis needs one)."""
+    return shutil.which("prometheus") is not None
 
 
 @contextmanager
@@ -114,8 +133,8 @@ def prometheus(
         work: Folder for its config and data.
         rule_files: Alerting/recording rule files to load.
     """
-    if shutil.which("prometheus") is None:
-        raise FileNotFoundError("prometheus not found; run tools/install-prometheus.sh")
+    if not prometheus_available():
+        raise FileNotFoundError(PROMETHEUS_MISSING)
     port = free_port()
     if isinstance(target, str):
         target = [target]
@@ -183,6 +202,7 @@ def shadow_rollout(
     replay: pd.DataFrame,
     thresholds: RolloutThresholds | None = None,
     requests: int = DEFAULT_REPLAY_REQUESTS,
+    request_log: Path | None = None,
 ) -> RolloutAnalysis:
     """Serve production and candidate side by side, replay traffic, analyse, record.
 
@@ -194,6 +214,8 @@ def shadow_rollout(
         replay: Held-out flights to replay (entity/label table columns).
         thresholds: Rollout thresholds; defaults suited to a short replay.
         requests: Flights to replay to each version (bounded).
+        request_log: Where the server appends the replayed requests (the local loop's served
+            traffic, which ``mlops monitor`` reads); a temporary file by default.
     """
     stable = registry.find(model_name, PRODUCTION)
     if stable is None:
@@ -212,7 +234,12 @@ def shadow_rollout(
     with tempfile.TemporaryDirectory(prefix="shadow-") as tmp:
         work = Path(tmp)
         pair = serving_pair(
-            model_name, stable.local_model_path, candidate.local_model_path, feature_repo, work
+            model_name,
+            stable.local_model_path,
+            candidate.local_model_path,
+            feature_repo,
+            work,
+            request_log,
         )
         with pair as base, prometheus(base.removeprefix("http://"), work) as prom:
             rows = replay_rows(replay, requests + WARMUP)

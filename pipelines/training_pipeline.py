@@ -74,6 +74,7 @@ def training_pipeline(
     namespace: str = "flight-delay",
     prometheus_url: str = "http://prometheus-operated.monitoring:9090",
     code_revision: str = "",
+    request_log: str = "",
 ) -> None:
     """Train on the spans ``first_span``..``last_span`` and push the model if it earns it.
 
@@ -114,6 +115,9 @@ def training_pipeline(
         namespace: Its namespace (cluster).
         prometheus_url: Prometheus the rollout analysis queries (cluster).
         code_revision: Git revision of the code that built the component image.
+        request_log: Local shadow analysis only: the JSONL file its server appends the replayed
+            requests to, so ``mlops monitor`` has served traffic to read ('' keeps them in a
+            temporary directory).
     """
     # Point-in-time training set from the Feast offline store, split by time.
     ingest = ingest_op(
@@ -213,6 +217,7 @@ def training_pipeline(
         inference_service=inference_service,
         namespace=namespace,
         prometheus_url=prometheus_url,
+        request_log=request_log,
     )
     deploy.set_display_name("deploy").set_caching_options(False)
     mount_registry(deploy, registry_pvc)

@@ -19,6 +19,7 @@ def deploy_op(
     namespace: str = "flight-delay",
     prometheus_url: str = "",
     registry_serving_root: str = "",
+    request_log: str = "",
 ) -> str:
     """Roll the pushed version out; ``production`` moves only on promotion."""
     import json
@@ -39,6 +40,7 @@ def deploy_op(
         namespace=namespace,
         prometheus_url=prometheus_url,
         serving_root=registry_serving_root,
+        request_log=request_log,
     )
     Path(decision.path).write_text(result.to_json())
     decision.metadata.update(result.to_metadata())

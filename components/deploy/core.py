@@ -4,7 +4,8 @@
 - no production version yet: the first model becomes production (there is nothing to compare
   it with);
 - ``local``: shadow analysis, production and candidate served side by side on replayed
-  held-out flights (:mod:`mlops.shadow`);
+  held-out flights (:mod:`mlops.shadow`); skipped, with how to install it, when no
+  ``prometheus`` binary is on PATH (the candidate stays ``candidate``);
 - ``cluster``: the InferenceService's canary starts at 10 % of traffic (:mod:`mlops.rollout`);
   the rollout controller then steps it to 50 % and promotes, or rolls it back.
 
@@ -88,6 +89,7 @@ def deploy(
     prometheus_url: str = "",
     replay_requests: int | None = None,
     serving_root: str = "",
+    request_log: str = "",
 ) -> DeployResult:
     """Deploy the version push registered, as ``mode`` says.
 
@@ -105,6 +107,8 @@ def deploy(
             ``mlops.shadow.DEFAULT_REPLAY_REQUESTS``).
         serving_root: The registry root as KServe reads it (e.g. ``pvc://<claim>`` of the PVC
             the steps mount); '' when KServe reads ``registry_uri`` itself (object storage).
+        request_log: Shadow mode: where the server appends the replayed requests ('' keeps them
+            in a temporary directory).
     """
     registry = ModelRegistry(registry_uri)
     current = registry.find(model_name, PRODUCTION)
@@ -127,7 +131,8 @@ def deploy(
     if mode == "local":
         if feature_repo is None or replay_path is None:
             raise ValueError("local deploy needs feature_repo and replay_path")
-        return _shadow(registry, model_name, version, feature_repo, replay_path, replay_requests)
+        return _shadow(registry, model_name, version, feature_repo, replay_path, replay_requests,
+                       request_log)  # fmt: skip
     return _canary(
         registry, model_name, version, current_version, inference_service, namespace,
         prometheus_url, serving_root,
@@ -141,12 +146,32 @@ def _shadow(
     feature_repo: Path,
     replay_path: Path,
     replay_requests: int | None,
+    request_log: str = "",
 ) -> DeployResult:
-    """Local: serve production and the candidate side by side on replayed held-out flights."""
+    """Local: serve production and the candidate side by side on replayed held-out flights.
+
+    Without a ``prometheus`` binary there is no evidence to analyse: the analysis is skipped
+    with a reason that says how to install it, the candidate keeps its alias and ``production``
+    does not move (missing evidence never promotes).
+    """
     import pandas as pd
 
-    from mlops.shadow import DEFAULT_REPLAY_REQUESTS, shadow_rollout
+    from mlops.shadow import (
+        DEFAULT_REPLAY_REQUESTS,
+        PROMETHEUS_MISSING,
+        prometheus_available,
+        shadow_rollout,
+    )
 
+    if not prometheus_available():
+        registry.record_event(model_name, version, "shadow_skipped", {"reason": PROMETHEUS_MISSING})
+        production = registry.find(model_name, PRODUCTION)
+        return DeployResult(
+            "skipped",
+            version,
+            None if production is None else production.version,
+            [f"shadow analysis skipped: {PROMETHEUS_MISSING}; version {version} stays candidate"],
+        )
     analysis = shadow_rollout(
         registry,
         model_name,
@@ -154,6 +179,7 @@ def _shadow(
         feature_repo,
         pd.read_parquet(replay_path),
         requests=DEFAULT_REPLAY_REQUESTS if replay_requests is None else replay_requests,
+        request_log=Path(request_log) if request_log else None,
     )
     production = registry.find(model_name, PRODUCTION)
     return DeployResult(
