@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mlops.artifacts import SCHEMA_FILE, TRANSFORM_GRAPH_DIR
 from mlops.config import DEFAULT_MODEL_NAME
+from mlops.localfiles import exclusive_lock, replace_atomically, write_aside
 
 if TYPE_CHECKING:
     import fsspec
@@ -450,16 +451,8 @@ class ModelRegistry:
 
     @contextlib.contextmanager
     def _flock(self, model_name: str) -> Iterator[None]:
-        import fcntl  # POSIX only; local registries on this platform are POSIX
-
-        os.makedirs(self._model_path(model_name), exist_ok=True)
-        # The kernel drops the lock when its holder dies: no stale locks to break.
-        with open(_join(self._model_path(model_name), FLOCK_FILE), "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with exclusive_lock(_join(self._model_path(model_name), FLOCK_FILE)):
+            yield
 
     def _read_lease(self, path: str) -> dict[str, Any] | None:
         """The lease holder's record; ``None`` while it is being written or just removed."""
@@ -527,20 +520,7 @@ class ModelRegistry:
         """Write JSON so readers see the old or the new content, never a partial file."""
         data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
         if self.local:
-            parent = os.path.dirname(path)
-            os.makedirs(parent, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; servers and other users read these
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)  # atomic rename on POSIX
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            replace_atomically(path, data)
         else:
             self.fs.pipe_file(path, data)  # one PUT: object stores replace objects atomically
 
@@ -553,15 +533,8 @@ class ModelRegistry:
         """
         data = (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
         if self.local:
-            parent = os.path.dirname(path)
-            os.makedirs(parent, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=parent, prefix=".tmp-")
-            os.fchmod(fd, 0o644)
+            tmp = write_aside(os.path.dirname(path), data)
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
                 os.link(tmp, path)
             except FileExistsError:
                 return False

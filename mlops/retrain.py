@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import hmac
 import ipaddress
 import json
 import logging
-import os
 import queue
 import re
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops.errors import DataError
+from mlops.localfiles import exclusive_lock, replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -180,15 +178,8 @@ class Ledger:
         """The lock file beside the ledger (the ledger itself is replaced, never locked)."""
         return self.path.with_name(self.path.name + ".lock")
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> AbstractContextManager[None]:
+        return exclusive_lock(str(self.lock_path))
 
     def load(self) -> dict[str, Any]:
         """All entries by fingerprint.
@@ -208,14 +199,8 @@ class Ledger:
 
     def save(self, entries: dict[str, Any]) -> None:
         """Write atomically: a crash never leaves a half-written ledger."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(entries, fh, indent=2, sort_keys=True)
-            # On disk before the rename: a power loss must not leave an empty ledger behind.
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        data = json.dumps(entries, indent=2, sort_keys=True).encode()
+        replace_atomically(str(self.path), data, prefix=".ledger-", mode=None)
 
     def _holds_back(self, entry: dict[str, Any], now: datetime) -> str | None:
         """Why an entry still holds its cause back, or None when the cause is eligible."""
