@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops.config import PlatformConfig, load_config
 from mlops.errors import DataError
@@ -279,25 +279,33 @@ def _cmd_alert_receiver(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 
 def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
-    from mlops.retrain import (
-        causes_from_alerts,
-        causes_from_monitor,
-        parse_alertmanager_payload,
-        retrain_if_needed,
-    )
-    from mlops.rollout import PrometheusClient, PrometheusError
+    from mlops.retrain import causes_from_alerts, causes_from_monitor, retrain_if_needed
 
     if args.monitor_result:
-        try:
-            monitored = json.loads(Path(args.monitor_result).read_text())
-        except (OSError, ValueError) as err:
-            raise DataError(f"--monitor-result {args.monitor_result}: {err}") from err
-        if not isinstance(monitored, dict):
-            raise DataError(f"--monitor-result {args.monitor_result}: expected a JSON object")
-        causes = causes_from_monitor(monitored, cfg.model_name)
-        result = retrain_if_needed(causes, _ledger(args), _run_starter(cfg, args))
-        print(json.dumps(result.to_dict(), indent=2))
-        return 1 if result.failed else 0
+        causes = causes_from_monitor(_monitor_result(args.monitor_result), cfg.model_name)
+    else:
+        causes = causes_from_alerts(_firing_alerts(cfg, args))
+    result = retrain_if_needed(causes, _ledger(args), _run_starter(cfg, args))
+    print(json.dumps(result.to_dict(), indent=2))
+    return 1 if result.failed else 0
+
+
+def _monitor_result(path: str) -> dict[str, Any]:
+    """``mlops monitor``'s ``monitor.json``, checked to be a JSON object."""
+    try:
+        monitored = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"--monitor-result {path}: {err}") from err
+    if not isinstance(monitored, dict):
+        raise DataError(f"--monitor-result {path}: expected a JSON object")
+    return monitored
+
+
+def _firing_alerts(cfg: PlatformConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The alerts of ``--alerts-file``, else Prometheus' firing ``ALERTS`` series."""
+    from mlops.retrain import parse_alertmanager_payload
+    from mlops.rollout import PrometheusClient, PrometheusError
+
     if args.alerts_file:
         raw = Path(args.alerts_file).read_bytes()
         try:
@@ -308,24 +316,19 @@ def _cmd_retrain(cfg: PlatformConfig, args: argparse.Namespace) -> int:
             raise DataError(f"--alerts-file {args.alerts_file}: {err}") from err
         if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
             raise DataError(f"--alerts-file {args.alerts_file}: expected a list of alerts")
-    else:
-        try:
-            alerts = PrometheusClient(args.prometheus or cfg.prometheus_url).query(
-                'ALERTS{alertstate="firing"}'
-            )
-        except PrometheusError as err:
-            # No Prometheus evaluating the alert rules (e.g. right after `make run`): no alert
-            # can be read, so nothing starts; say where to point the command instead.
-            raise DataError(
-                f"{err}; point --prometheus at a Prometheus that evaluates "
-                "charts/flight-delay/files/prometheus/alerts.rules.yml, or pass --alerts-file "
-                "(an Alertmanager webhook payload)"
-            ) from err
-
-    start_run = _run_starter(cfg, args)
-    result = retrain_if_needed(causes_from_alerts(alerts), _ledger(args), start_run)
-    print(json.dumps(result.to_dict(), indent=2))
-    return 1 if result.failed else 0
+        return alerts
+    try:
+        return PrometheusClient(args.prometheus or cfg.prometheus_url).query(
+            'ALERTS{alertstate="firing"}'
+        )
+    except PrometheusError as err:
+        # No Prometheus evaluating the alert rules (e.g. right after `make run`): no alert
+        # can be read, so nothing starts; say where to point the command instead.
+        raise DataError(
+            f"{err}; point --prometheus at a Prometheus that evaluates "
+            "charts/flight-delay/files/prometheus/alerts.rules.yml, or pass --alerts-file "
+            "(an Alertmanager webhook payload)"
+        ) from err
 
 
 def _cmd_config(cfg: PlatformConfig, args: argparse.Namespace) -> int:
