@@ -7,7 +7,7 @@ files are written by `mlops prepare` into `data/` beside this file.
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Float64, String
 
@@ -72,6 +72,22 @@ carrier_stats_source = FileSource(
     timestamp_field=F.EVENT_TIMESTAMP,
 )
 
+
+def _push_source(view: str) -> PushSource:
+    """The push source of a real-time view: pushed online by a stream job (`mlops stream`),
+    backed offline by the rows `mlops prepare` wrote for the point-in-time join."""
+    return PushSource(
+        name=f"{view}_push",
+        batch_source=FileSource(
+            name=f"{view}_batch",
+            path=str(_DATA / f"{view}.parquet"),
+            file_format=ParquetFormat(),
+            timestamp_field=F.EVENT_TIMESTAMP,
+        ),
+        description=f"Rows of {view}, emitted at prediction moments from earlier departures.",
+    )
+
+
 # Feature views -------------------------------------------------------------------------------
 
 # Weather at the origin: an observation older than 3 h is too stale to describe a departure.
@@ -102,11 +118,51 @@ carrier_delay_stats = FeatureView(
     online=True,
 )
 
+# Real-time views: one row per prediction moment T of the entity, computed from departures
+# strictly before T. The ttl is the serving staleness bound (F.REALTIME_MAX_AGE_MINUTES), so the
+# offline join treats a row older than that as missing, as serving does. Every flight has a row
+# stamped at its own T (ttl never drops a training value); the ttl only matters for a moment
+# between the entity's scheduled departures. Feast applies ttl in the offline join only; serving
+# enforces the same bound on online reads itself.
+_RT_TTL = timedelta(minutes=F.REALTIME_MAX_AGE_MINUTES)
+
+origin_departures_rt = FeatureView(
+    name=F.ORIGIN_RT_VIEW,
+    entities=[origin],
+    ttl=_RT_TTL,
+    schema=_schema(F.ORIGIN_RT_FEATURES),
+    source=_push_source(F.ORIGIN_RT_VIEW),
+    online=True,
+)
+carrier_origin_departures_rt = FeatureView(
+    name=F.CARRIER_ORIGIN_RT_VIEW,
+    entities=[carrier, origin],
+    ttl=_RT_TTL,
+    schema=_schema(F.CARRIER_ORIGIN_RT_FEATURES),
+    source=_push_source(F.CARRIER_ORIGIN_RT_VIEW),
+    online=True,
+)
+aircraft_rotation_rt = FeatureView(
+    name=F.AIRCRAFT_RT_VIEW,
+    entities=[tailnum],
+    ttl=_RT_TTL,
+    schema=_schema(F.AIRCRAFT_RT_FEATURES),
+    source=_push_source(F.AIRCRAFT_RT_VIEW),
+    online=True,
+)
+
 # Feature service -----------------------------------------------------------------------------
 
 # The one set of features that training (offline join) and serving (online read) both use.
-flight_delay_v1 = FeatureService(
+flight_delay_v2 = FeatureService(
     name=F.FEATURE_SERVICE,
-    features=[origin_weather_hourly, plane_attributes, carrier_delay_stats],
+    features=[
+        origin_weather_hourly,
+        plane_attributes,
+        carrier_delay_stats,
+        origin_departures_rt,
+        carrier_origin_departures_rt,
+        aircraft_rotation_rt,
+    ],
     description="Features of the flight delay model, shared by training and serving.",
 )

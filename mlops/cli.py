@@ -55,6 +55,26 @@ def _cmd_materialize(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stream(cfg: PlatformConfig, args: argparse.Namespace) -> int:
+    from mlops.feast_ops import stream
+
+    report = stream(
+        cfg.feature_repo,
+        args.start,
+        args.end,
+        speed=args.speed,
+        max_rows=args.max_rows,
+        echo=print if args.verbose else None,
+    )
+    per_view = ", ".join(f"{view} {n}" for view, n in report.rows.items())
+    stop = f"stopped at --max-rows {args.max_rows}" if report.truncated else "range complete"
+    print(
+        f"pushed {report.total} real-time rows ({per_view}) stamped {report.first} .. "
+        f"{report.last} in {report.batches} batches, {report.seconds:.1f}s; {stop}"
+    )
+    return 0
+
+
 def _cmd_training_set(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from components.ingest.core import SpanWindow, ingest, result_json
     from mlops.artifacts import EVAL_DATA_FILE, TRAIN_DATA_FILE
@@ -378,6 +398,18 @@ def _add_data_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("materialize", help="load feature values into the online store")
     p.add_argument("--end", default="2014-01-01", help="materialize values up to this UTC time")
     p.set_defaults(func=_cmd_materialize)
+
+    p = sub.add_parser(
+        "stream", help="replay the real-time features of a time range into the online store"
+    )
+    p.add_argument("--start", required=True, help="first event time, ISO (UTC when naive)")
+    p.add_argument("--end", required=True, help="last event time, ISO, inclusive")
+    p.add_argument(
+        "--speed", type=float, default=0.0, help="0: as fast as possible; N: N times real time"
+    )
+    p.add_argument("--max-rows", type=int, default=None, help="stop after this many rows")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every push batch")
+    p.set_defaults(func=_cmd_stream)
 
     p = sub.add_parser("training-set", help="build a point-in-time training set for a window")
     p.add_argument("--first-span", help="first monthly span, e.g. 2013-01")

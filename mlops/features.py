@@ -57,13 +57,26 @@ DELAY_THRESHOLD_MINUTES = 15.0
 WEATHER_VIEW = "origin_weather_hourly"
 PLANE_VIEW = "plane_attributes"
 CARRIER_STATS_VIEW = "carrier_delay_stats"
-FEATURE_SERVICE = "flight_delay_v1"
+# Real-time views (issue #15): rows emitted at prediction moments from departure events before
+# them; see mlops.realtime for the definitions and docs/features.md for availability times.
+ORIGIN_RT_VIEW = "origin_departures_rt"
+CARRIER_ORIGIN_RT_VIEW = "carrier_origin_departures_rt"
+AIRCRAFT_RT_VIEW = "aircraft_rotation_rt"
+REALTIME_VIEWS: tuple[str, ...] = (ORIGIN_RT_VIEW, CARRIER_ORIGIN_RT_VIEW, AIRCRAFT_RT_VIEW)
+FEATURE_SERVICE = "flight_delay_v2"
 
-# The entity key each feature view is joined on (its Feast entity's join key).
-VIEW_KEYS: dict[str, str] = {
-    WEATHER_VIEW: ORIGIN,
-    PLANE_VIEW: TAILNUM,
-    CARRIER_STATS_VIEW: CARRIER,
+# Staleness policy of the real-time views: a row stamped more than this before the prediction
+# moment describes a feed that stopped, and serving treats it as missing (and counts it).
+REALTIME_MAX_AGE_MINUTES = 15
+
+# The entity join keys of each feature view (its Feast entities' join keys, in order).
+VIEW_KEYS: dict[str, tuple[str, ...]] = {
+    WEATHER_VIEW: (ORIGIN,),
+    PLANE_VIEW: (TAILNUM,),
+    CARRIER_STATS_VIEW: (CARRIER,),
+    ORIGIN_RT_VIEW: (ORIGIN,),
+    CARRIER_ORIGIN_RT_VIEW: (CARRIER, ORIGIN),
+    AIRCRAFT_RT_VIEW: (TAILNUM,),
 }
 
 # Rolling aggregate settings: a carrier's delay rate over the last 7 days, published only once
@@ -118,7 +131,103 @@ CARRIER_STATS_FEATURES: tuple[Feature, ...] = (
     ),
 )
 
-FEAST_FEATURES: tuple[Feature, ...] = WEATHER_FEATURES + PLANE_FEATURES + CARRIER_STATS_FEATURES
+# Real-time features. T is the prediction moment (the flight's scheduled departure, its
+# EVENT_TIMESTAMP); a departure event is a flight's actual departure (scheduled + dep_delay); only
+# events strictly before T count. "Delayed" means dep_delay > DELAY_THRESHOLD_MINUTES.
+ORIGIN_RT_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "origin_deps_60m",
+        "numeric",
+        ORIGIN_RT_VIEW,
+        "Departures from the origin with actual departure in [T-60 min, T).",
+    ),
+    Feature(
+        "origin_dep_delay_60m",
+        "numeric",
+        ORIGIN_RT_VIEW,
+        "Mean departure delay of those departures, minutes; missing when none.",
+    ),
+    Feature(
+        "origin_delayed_share_60m",
+        "numeric",
+        ORIGIN_RT_VIEW,
+        "Share of those departures delayed > 15 min; missing when none.",
+    ),
+    Feature(
+        "origin_deps_180m",
+        "numeric",
+        ORIGIN_RT_VIEW,
+        "Departures from the origin with actual departure in [T-180 min, T).",
+    ),
+    Feature(
+        "origin_dep_delay_180m",
+        "numeric",
+        ORIGIN_RT_VIEW,
+        "Mean departure delay of those departures, minutes; missing when none.",
+    ),
+    Feature(
+        "origin_delayed_share_180m",
+        "numeric",
+        ORIGIN_RT_VIEW,
+        "Share of those departures delayed > 15 min; missing when none.",
+    ),
+    Feature(
+        "origin_pending_60m",
+        "numeric",
+        ORIGIN_RT_VIEW,
+        "Flights scheduled at the origin in [T-60 min, T) not departed by T (cancelled included).",
+    ),
+)
+
+CARRIER_ORIGIN_RT_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "carrier_origin_deps_120m",
+        "numeric",
+        CARRIER_ORIGIN_RT_VIEW,
+        "The carrier's departures from the origin with actual departure in [T-120 min, T).",
+    ),
+    Feature(
+        "carrier_origin_dep_delay_120m",
+        "numeric",
+        CARRIER_ORIGIN_RT_VIEW,
+        "Mean departure delay of those departures, minutes; missing when none.",
+    ),
+    Feature(
+        "carrier_origin_delayed_share_120m",
+        "numeric",
+        CARRIER_ORIGIN_RT_VIEW,
+        "Share of those departures delayed > 15 min; missing when none.",
+    ),
+)
+
+AIRCRAFT_RT_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "tail_prev_dep_delay",
+        "numeric",
+        AIRCRAFT_RT_VIEW,
+        "Departure delay of the aircraft's latest departure before T on the same local day.",
+    ),
+    Feature(
+        "tail_hours_since_prev_dep",
+        "numeric",
+        AIRCRAFT_RT_VIEW,
+        "Hours from that departure to T; missing when none.",
+    ),
+    Feature(
+        "tail_deps_today",
+        "numeric",
+        AIRCRAFT_RT_VIEW,
+        "The aircraft's departures before T on the same local day (America/New_York).",
+    ),
+)
+
+REALTIME_FEATURES: tuple[Feature, ...] = (
+    ORIGIN_RT_FEATURES + CARRIER_ORIGIN_RT_FEATURES + AIRCRAFT_RT_FEATURES
+)
+
+FEAST_FEATURES: tuple[Feature, ...] = (
+    WEATHER_FEATURES + PLANE_FEATURES + CARRIER_STATS_FEATURES + REALTIME_FEATURES
+)
 FEATURES: tuple[Feature, ...] = REQUEST_FEATURES + FEAST_FEATURES
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)

@@ -17,6 +17,7 @@ from mlops.data import (
     PLANES_FILE,
     WEATHER_FILE,
     DataError,
+    is_prepared,
     prepare,
     prepare_carrier_stats,
     prepare_flights,
@@ -131,6 +132,15 @@ def test_prepare_writes_sources_and_spans(tmp_path: Path) -> None:
     assert planes.loc[planes.tailnum == "N100", "plane_manufacturer"].item() == F.MISSING_CATEGORY
     weather = pd.read_parquet(out.weather)
     assert str(weather[F.EVENT_TIMESTAMP].dt.tz) == "UTC"
+    # One file per real-time view, with its keys, timestamp and features; is_prepared needs them.
+    assert set(out.realtime) == set(F.REALTIME_VIEWS) and is_prepared(tmp_path / "data")
+    for view, path in out.realtime.items():
+        rows = pd.read_parquet(path)
+        names = [f.name for f in F.FEAST_FEATURES if f.source == view]
+        assert list(rows.columns) == [*F.VIEW_KEYS[view], F.EVENT_TIMESTAMP, *names]
+        assert len(rows) > 0 and str(rows[F.EVENT_TIMESTAMP].dt.tz) == "UTC"
+    path.unlink()
+    assert not is_prepared(tmp_path / "data")
 
 
 def test_missing_source_file_names_the_path(tmp_path: Path) -> None:
