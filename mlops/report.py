@@ -156,6 +156,44 @@ def slice_table(evaluation: dict[str, Any]) -> str:
     return f'<table id="slices" class="slices"><tr>{head}</tr>{body}</table>'
 
 
+# Overall metrics of an evaluation JSON shown on the run report and the compare page; precision,
+# recall and F1 are at each model's own operating threshold (``threshold``).
+OVERALL_METRICS = (
+    "count", "positives", "auc", "pr_auc", "log_loss", "calibration_error", "threshold",
+    "precision", "recall", "f1", "accuracy", "positive_rate", "mean_score",
+)  # fmt: skip
+
+
+def _threshold_source(record: dict[str, Any] | None) -> str:
+    return str((record or {}).get("source") or "")
+
+
+def overall_table(evaluation: dict[str, Any]) -> str:
+    """Candidate (and baseline) overall metrics of an evaluation JSON, with where each model's
+    operating threshold came from."""
+    overall = evaluation.get("overall") or {}
+    if not overall:
+        return ""
+    base = evaluation.get("baseline_overall")
+    cols = [("candidate", overall, evaluation.get("operating_threshold"))]
+    if base:
+        version = evaluation.get("baseline_version")
+        cols.append((f"production v{version}" if version else "production", base,
+                     evaluation.get("baseline_operating_threshold")))  # fmt: skip
+    head = "".join(f"<th>{_esc(name)}</th>" for name, _, _ in cols)
+    rows = "".join(
+        f"<tr><th>{_esc(m)}</th>"
+        + "".join(f"<td>{_cell(o.get(m))}</td>" for _, o, _ in cols)
+        + "</tr>"
+        for m in OVERALL_METRICS
+    )
+    sources = "".join(f"<td>{_esc(_threshold_source(t))}</td>" for _, _, t in cols)
+    return (
+        f'<table id="overall-metrics"><tr><th>metric</th>{head}</tr>{rows}'
+        f"<tr><th>threshold from</th>{sources}</tr></table>"
+    )
+
+
 def pipeline_dependencies(compiled: Path = COMPILED_PIPELINE) -> dict[str, list[str]]:
     """Each task of the compiled pipeline's root DAG and the tasks it waits for.
 
@@ -435,7 +473,8 @@ def build_report(
            else "")
         + f'<h2>Steps</h2><table id="steps"><tr><th>step</th><th>status</th><th>duration</th>'
         f"</tr>{rows}</table>"
-        + (f'<h2>Evaluation</h2><div id="evaluation">{_evaluation_charts(evaluation)}</div>'
+        + (f'<h2>Evaluation</h2><div id="evaluation">{overall_table(evaluation)}'
+           f"{_evaluation_charts(evaluation)}</div>"
            f"<h3>Per slice</h3>{slices}" if slices else "")
         + (f'<h2>Data drift and skew</h2><div id="drift">{drift}</div>' if drift else "")
         + f"<h2>Artifacts</h2>{sections}"
@@ -446,10 +485,7 @@ def build_report(
 
 
 def _overall_table(versions: list[tuple[str, dict[str, Any]]]) -> str:
-    names = (
-        "count", "positives", "auc", "log_loss", "accuracy", "precision", "recall",
-        "positive_rate", "mean_score", "calibration_error",
-    )  # fmt: skip
+    names = OVERALL_METRICS
     head = "".join(f"<th>{_esc(n)}</th>" for n, _ in versions) + "<th>change</th>"
     rows = []
     for m in names:

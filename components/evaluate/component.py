@@ -30,7 +30,9 @@ def evaluate_op(
 ) -> bool:
     """Score the eval split with the candidate and the production model; returns the blessing.
 
-    The gate parameters are ``EvalConfig``'s fields, with its defaults (``with_gate_defaults``).
+    Precision, recall and F1 are measured at the model's ``operating_threshold`` metadata when
+    it has one, else at ``threshold``. The gate parameters are ``EvalConfig``'s fields, with
+    its defaults (``with_gate_defaults``).
     """
     from pathlib import Path
 
@@ -57,6 +59,8 @@ def evaluate_op(
         config,
         Path(report.path),
         Path(blessing.path),
+        # train records the operating threshold it chose on the validation split here.
+        model_metadata=dict(model.metadata),
     )
     for name, value in result.kfp_metrics().items():
         metrics.log_metric(name, value)

@@ -32,6 +32,57 @@ from mlops.registry import PRODUCTION
 
 SCORE_KEY = "score"
 SIGNATURE = "serving_default"
+# The model artifact's metadata key (written by train) and the evaluation JSON's key (written
+# here, stored by push as the version's evaluation.json) of a model's operating threshold.
+OPERATING_THRESHOLD = "operating_threshold"
+PARAMETER_SOURCE = "decision_threshold parameter"
+
+
+@dataclass(frozen=True)
+class OperatingThreshold:
+    """The decision threshold a model is judged at (precision, recall, F1, confusion matrix),
+    and where it came from.
+
+    Attributes:
+        value: The threshold; ``score >= value`` is a "delayed" decision.
+        source: ``model metadata`` (chosen by train on the validation split), ``registry
+            evaluation of version N`` (a baseline's own), or the ``decision_threshold
+            parameter`` when the model records none.
+    """
+
+    value: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"value": self.value, "source": self.source}
+
+
+def operating_threshold(
+    recorded: Mapping[str, Any] | None, fallback: float, source: str
+) -> OperatingThreshold:
+    """The ``operating_threshold`` a model records in ``recorded``, else ``fallback``.
+
+    Args:
+        recorded: The model artifact's metadata, or a stored evaluation JSON, or ``None``.
+        fallback: The ``decision_threshold`` parameter.
+        source: Where ``recorded`` comes from, for the report.
+
+    Raises:
+        ValueError: The recorded value is not a number in (0, 1).
+    """
+    raw = (recorded or {}).get(OPERATING_THRESHOLD)
+    if isinstance(raw, Mapping):  # an evaluation JSON records {"value": ..., "source": ...}
+        raw = raw.get("value")
+    if raw is None:
+        return OperatingThreshold(float(fallback), PARAMETER_SOURCE)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {OPERATING_THRESHOLD} is not a number: {raw!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{source}: {OPERATING_THRESHOLD} must be in (0, 1), got {value}")
+    return OperatingThreshold(value, source)
 
 
 @dataclass(frozen=True)
@@ -84,6 +135,11 @@ class SliceResult:
             "auc": self.candidate.auc,
             "baseline_auc": self.baseline.auc if self.baseline else None,
             "log_loss": self.candidate.log_loss,
+            "pr_auc": self.candidate.pr_auc,
+            "calibration_error": self.candidate.calibration_error,
+            "precision": self.candidate.precision,
+            "recall": self.candidate.recall,
+            "f1": self.candidate.f1,
             "positive_rate": self.candidate.positive_rate,
             "candidate": self.candidate.to_dict(),
             "baseline": self.baseline.to_dict() if self.baseline else None,
@@ -110,9 +166,12 @@ class Evaluation:
         config: The thresholds used.
         roc: The candidate's ROC curve (``fpr``, ``tpr``, ``threshold``).
         baseline_roc: The baseline's ROC curve.
-        confusion_matrix: ``[[tn, fp], [fn, tp]]`` at the threshold, rows = actual.
+        confusion_matrix: ``[[tn, fp], [fn, tp]]`` at the candidate's operating threshold,
+            rows = actual.
         calibration: The candidate's calibration table (10 bins).
         baseline_calibration: The baseline's calibration table.
+        threshold: The candidate's operating threshold and its source.
+        baseline_threshold: The baseline's own operating threshold, if there is a baseline.
     """
 
     blessed: bool
@@ -128,6 +187,8 @@ class Evaluation:
     confusion_matrix: list[list[int]]
     calibration: list[dict[str, float]]
     baseline_calibration: list[dict[str, float]] | None
+    threshold: OperatingThreshold
+    baseline_threshold: OperatingThreshold | None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (nan becomes ``None``): the blessing artifact and ``evaluation.json``."""
@@ -145,6 +206,11 @@ class Evaluation:
             "confusion_matrix": self.confusion_matrix,
             "calibration": self.calibration,
             "baseline_calibration": self.baseline_calibration,
+            # The next evaluation reads this back when this version is its baseline.
+            OPERATING_THRESHOLD: self.threshold.to_dict(),
+            "baseline_operating_threshold": (
+                self.baseline_threshold.to_dict() if self.baseline_threshold else None
+            ),
         }
         result: dict[str, Any] = _finite(raw)
         return result
@@ -161,8 +227,12 @@ class Evaluation:
     def kfp_metrics(self) -> dict[str, float]:
         """The scalar metrics the component logs: overall metrics, baseline AUC, the verdict."""
         out = {k: float(v) for k, v in self.overall.to_dict().items() if v is not None}
-        if self.baseline_overall is not None and math.isfinite(self.baseline_overall.auc):
-            out["baseline_auc"] = float(self.baseline_overall.auc)
+        out[OPERATING_THRESHOLD] = self.threshold.value
+        if self.baseline_overall is not None:
+            for key in ("auc", "pr_auc", "f1"):
+                value = getattr(self.baseline_overall, key)
+                if math.isfinite(value):
+                    out[f"baseline_{key}"] = float(value)
         out["regressed_slices"] = float(len(self.regressed_slices))
         out["blessed"] = float(self.blessed)
         return out
@@ -296,6 +366,8 @@ def _slice_results(
     cand: np.ndarray,
     base: np.ndarray | None,
     config: EvalConfig,
+    cand_threshold: float,
+    base_threshold: float,
 ) -> list[SliceResult]:
     columns = F.slice_frame(eval_df)
     results = []
@@ -303,8 +375,8 @@ def _slice_results(
         values = columns[key].to_numpy()
         for value in sorted(set(values.tolist())):
             mask = values == value
-            c = binary_metrics(y[mask], cand[mask], config.threshold)
-            b = binary_metrics(y[mask], base[mask], config.threshold) if base is not None else None
+            c = binary_metrics(y[mask], cand[mask], cand_threshold)
+            b = binary_metrics(y[mask], base[mask], base_threshold) if base is not None else None
             auc_delta = _delta(c.auc, b.auc) if b is not None else None
             ll_delta = _delta(c.log_loss, b.log_loss) if b is not None else None
             gating = c.count >= config.min_slice_count and math.isfinite(c.auc)
@@ -336,12 +408,16 @@ def evaluate(
     baseline_scores: np.ndarray | None = None,
     config: EvalConfig | None = None,
     baseline_version: int | None = None,
+    threshold: OperatingThreshold | None = None,
+    baseline_threshold: OperatingThreshold | None = None,
 ) -> Evaluation:
     """Measure the candidate overall and per slice and decide the blessing.
 
     Without a baseline (a first model) the candidate must meet the absolute thresholds. With
     one, scored on the same rows, the overall AUC may not drop by more than ``max_auc_drop`` and
     no gating slice (at least ``min_slice_count`` examples) by more than its allowed drop.
+    The gate reads threshold-free metrics only (AUC, log loss, calibration); precision, recall,
+    F1 and accuracy are reported at each model's own operating threshold.
 
     Args:
         eval_df: Eval rows with the label and the slice columns.
@@ -349,8 +425,15 @@ def evaluate(
         baseline_scores: The production model's scores on the same rows, or ``None``.
         config: Thresholds; defaults to ``EvalConfig()``.
         baseline_version: Registry version of the baseline, recorded in the result.
+        threshold: The candidate's operating threshold; default ``config.threshold``.
+        baseline_threshold: The baseline's; default ``config.threshold``.
     """
     config = config or EvalConfig()
+    threshold = threshold or OperatingThreshold(config.threshold, PARAMETER_SOURCE)
+    if baseline_scores is None:
+        baseline_threshold = None
+    elif baseline_threshold is None:
+        baseline_threshold = OperatingThreshold(config.threshold, PARAMETER_SOURCE)
     y = labels(eval_df)
     cand = np.asarray(candidate_scores, dtype=np.float64).ravel()
     base = None if baseline_scores is None else np.asarray(baseline_scores, np.float64).ravel()
@@ -358,9 +441,10 @@ def evaluate(
         if scores is not None and scores.size != y.size:
             raise ValueError(f"{name} has {scores.size} scores for {y.size} eval rows")
 
-    overall = binary_metrics(y, cand, config.threshold)
-    base_overall = binary_metrics(y, base, config.threshold) if base is not None else None
-    slices = _slice_results(eval_df, y, cand, base, config)
+    base_t = baseline_threshold.value if baseline_threshold else threshold.value
+    overall = binary_metrics(y, cand, threshold.value)
+    base_overall = None if base is None else binary_metrics(y, base, base_t)
+    slices = _slice_results(eval_df, y, cand, base, config, threshold.value, base_t)
     failures: list[str] = []
     passes: list[str] = []
 
@@ -375,8 +459,9 @@ def evaluate(
     else:
         _check_against_baseline(overall, base_overall, slices, config, passes, failures)
     passes += _slice_notes(slices, config)
+    passes.append(_threshold_note(threshold, baseline_threshold))
 
-    tn, fp, fn, tp = confusion(y, cand, config.threshold)
+    tn, fp, fn, tp = confusion(y, cand, threshold.value)
     fpr, tpr, thr = roc_curve(y, cand)
     baseline_roc = None
     if base is not None:
@@ -396,6 +481,8 @@ def evaluate(
         confusion_matrix=[[tn, fp], [fn, tp]],
         calibration=calibration_table(y, cand),
         baseline_calibration=calibration_table(y, base) if base is not None else None,
+        threshold=threshold,
+        baseline_threshold=baseline_threshold,
     )
 
 
@@ -472,6 +559,14 @@ def _slice_notes(slices: list[SliceResult], config: EvalConfig) -> list[str]:
     return notes
 
 
+def _threshold_note(t: OperatingThreshold, b: OperatingThreshold | None) -> str:
+    """Which operating thresholds precision, recall and F1 were measured at, and why."""
+    line = f"note precision/recall/F1 at operating threshold {t.value:.4f} ({t.source})"
+    if b is not None:
+        line += f"; baseline at its own {b.value:.4f} ({b.source})"
+    return line
+
+
 @dataclass(frozen=True)
 class BaselineModel:
     """The production model to compare with.
@@ -479,10 +574,13 @@ class BaselineModel:
     Attributes:
         version: Its registry version.
         model_dir: A local directory holding its SavedModel.
+        evaluation: Its stored evaluation (``evaluation.json``), which records the operating
+            threshold it was judged at.
     """
 
     version: int
     model_dir: Path
+    evaluation: Mapping[str, Any]
 
 
 def find_baseline(
@@ -495,10 +593,11 @@ def find_baseline(
     version = registry.find(model_name, alias)
     if version is None:
         return None
+    stored = registry.evaluation(model_name, version.version)
     if version.is_local:
-        return BaselineModel(version.version, version.local_model_path)
+        return BaselineModel(version.version, version.local_model_path, stored)
     return BaselineModel(
-        version.version, registry.download(model_name, version.version, download_dir)
+        version.version, registry.download(model_name, version.version, download_dir), stored
     )
 
 
@@ -511,6 +610,7 @@ def run_evaluation(
     report_path: Path,
     blessing_path: Path,
     baseline_alias: str = PRODUCTION,
+    model_metadata: Mapping[str, Any] | None = None,
 ) -> Evaluation:
     """Evaluate a candidate against the registry's production model; write report and blessing.
 
@@ -526,14 +626,20 @@ def run_evaluation(
         report_path: Where to write the HTML report.
         blessing_path: Where to write the blessing JSON (``Evaluation.to_dict()``).
         baseline_alias: The alias of the baseline.
+        model_metadata: The candidate model artifact's metadata; its ``operating_threshold``
+            (chosen by train on the validation split) is the candidate's threshold, else
+            ``config.threshold``. The baseline is judged at the threshold its stored
+            evaluation records, with the same fallback.
     """
     from components.evaluate.report import render_report
 
+    threshold = operating_threshold(model_metadata, config.threshold, "model metadata")
     eval_df = pd.read_parquet(eval_path)
     candidate = score(model_dir, eval_df)
     notes: list[str] = []
     baseline_scores = None
     baseline_version = None
+    baseline_threshold = None
     with tempfile.TemporaryDirectory() as tmp:
         baseline = find_baseline(registry_uri, model_name, baseline_alias, Path(tmp))
         if baseline is None:
@@ -547,7 +653,18 @@ def run_evaluation(
                     f"note baseline version {baseline.version} could not score the eval data "
                     f"({type(err).__name__}: {err}); compared with absolute thresholds"
                 )
-    result = evaluate(eval_df, candidate, baseline_scores, config, baseline_version)
+    if baseline is not None and baseline_scores is not None:
+        # Outside the try above: a malformed stored threshold is an error, not a reason to
+        # drop the baseline comparison.
+        baseline_threshold = operating_threshold(
+            baseline.evaluation,
+            config.threshold,
+            f"registry evaluation of version {baseline.version}",
+        )
+    result = evaluate(
+        eval_df, candidate, baseline_scores, config, baseline_version, threshold,
+        baseline_threshold,
+    )  # fmt: skip
     result.reasons.extend(notes)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(render_report(result, model_name))

@@ -1,4 +1,5 @@
-"""Binary classification metrics in plain numpy (the environment has no scikit-learn).
+"""Binary classification metrics in plain numpy (the component image has no scikit-learn;
+only the quality benchmark installs it, from the dev requirements).
 
 Every function takes labels ``y`` (0/1) and scores ``p`` (probabilities in [0, 1]) as 1-D
 arrays of equal length. Undefined values (AUC of a one-class set, precision with no predicted
@@ -95,6 +96,66 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = CALIBRA
     )
 
 
+def _runs(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct score, descending: ``(threshold, tp, fp)`` when ``p >= threshold`` is
+    predicted positive. Tied scores enter together, as one threshold."""
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted, y_sorted = p[order], y[order]
+    last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True] if p.size else np.array([], bool)
+    tps = np.cumsum(y_sorted)[last_of_run]
+    fps = np.cumsum(1.0 - y_sorted)[last_of_run]
+    return p_sorted[last_of_run], tps, fps
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the precision-recall curve as the exact step sum ``sum_k (R_k - R_k-1) P_k``.
+
+    ``k`` runs over the distinct scores, descending (``p >= score`` predicted positive), so
+    tied scores enter together and no interpolation flatters the curve; the same definition as
+    scikit-learn's ``average_precision_score``. A random ranking scores the positive rate.
+    Returns ``nan`` when ``y`` holds no positive.
+    """
+    y, p = _arrays(y, p)
+    n_pos = float(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    _, tps, fps = _runs(y, p)
+    precision = tps / (tps + fps)
+    recall = tps / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def f1_score(precision: float, recall: float) -> float:
+    """Harmonic mean of precision and recall; ``nan`` when either is undefined, 0 when both
+    are 0."""
+    if not (np.isfinite(precision) and np.isfinite(recall)):
+        return float("nan")
+    if precision + recall == 0:
+        return 0.0
+    return float(2.0 * precision * recall / (precision + recall))
+
+
+def f1_optimal_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """The threshold that maximises F1 on ``(y, p)``, and that F1.
+
+    Candidates are the distinct scores (``p >= threshold`` predicted positive, as
+    :func:`confusion`); among equal F1 the highest threshold wins (fewer alarms). Meant for a
+    validation split: choosing it on the eval split would leak the eval labels.
+
+    Raises:
+        ValueError: ``y`` holds no positive (F1 is 0 at every threshold).
+    """
+    y, p = _arrays(y, p)
+    n_pos = float(y.sum())
+    if n_pos == 0:
+        raise ValueError("no positive labels: F1 is 0 at every threshold")
+    thresholds, tps, fps = _runs(y, p)
+    # F1 = 2 tp / (2 tp + fp + fn) with fn = n_pos - tp; the denominator is never 0 here.
+    f1 = 2.0 * tps / (tps + fps + n_pos)
+    best = int(np.argmax(f1))  # first maximum = highest threshold (thresholds descend)
+    return float(thresholds[best]), float(f1[best])
+
+
 def calibration_table(
     y: np.ndarray, p: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> list[dict[str, float]]:
@@ -133,15 +194,10 @@ def roc_curve(
     n_neg = float(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
         return [], [], []
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted, y_sorted = p[order], y[order]
-    last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True]
-    tps = np.cumsum(y_sorted)[last_of_run]
-    fps = np.cumsum(1.0 - y_sorted)[last_of_run]
-    thresholds = p_sorted[last_of_run]
+    thresholds, tps, fps = _runs(y, p)
     fpr = np.r_[0.0, fps / n_neg]
     tpr = np.r_[0.0, tps / n_pos]
-    thr = np.r_[float(p_sorted[0]) + 1e-6, thresholds]
+    thr = np.r_[float(thresholds[0]) + 1e-6, thresholds]
     if fpr.size > max_points:
         keep = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(int))
         fpr, tpr, thr = fpr[keep], tpr[keep], thr[keep]
@@ -160,11 +216,15 @@ class BinaryMetrics:
         accuracy: Share of correct predictions at the threshold.
         precision: Of predicted positives, the share that are positive (nan if none predicted).
         recall: Of positives, the share predicted positive (nan if none).
+        f1: Harmonic mean of precision and recall at the threshold.
+        pr_auc: Average precision (area under the precision-recall curve, exact step sum);
+            independent of the threshold. A random ranking scores ``positive_rate``.
         positive_rate: Observed share of positives (the label rate).
         predicted_positive_rate: Share predicted positive at the threshold.
         mean_score: Mean predicted probability; calibrated models match ``positive_rate``.
         calibration_error: Expected calibration error over 10 equal-width bins.
-        threshold: The decision threshold used.
+        threshold: The decision threshold of accuracy, precision, recall and F1 (the model's
+            operating threshold in an evaluation).
     """
 
     count: int
@@ -174,6 +234,8 @@ class BinaryMetrics:
     accuracy: float
     precision: float
     recall: float
+    f1: float
+    pr_auc: float
     positive_rate: float
     predicted_positive_rate: float
     mean_score: float
@@ -198,14 +260,17 @@ def binary_metrics(
     y, p = _arrays(y, p)
     tn, fp, fn, tp = confusion(y, p, threshold)
     n = y.size
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     return BinaryMetrics(
         count=int(n),
         positives=int(tp + fn),
         auc=auc(y, p),
         log_loss=log_loss(y, p),
         accuracy=_ratio(tp + tn, n),
-        precision=_ratio(tp, tp + fp),
-        recall=_ratio(tp, tp + fn),
+        precision=precision,
+        recall=recall,
+        f1=f1_score(precision, recall),
+        pr_auc=average_precision(y, p),
         positive_rate=_ratio(tp + fn, n),
         predicted_positive_rate=_ratio(tp + fp, n),
         mean_score=float(p.mean()) if n else float("nan"),

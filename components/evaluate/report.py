@@ -35,8 +35,9 @@ def _num(v: float | None, digits: int = 4) -> str:
 
 def _metrics_table(cand: BinaryMetrics, base: BinaryMetrics | None) -> str:
     names = (
-        "count", "positives", "auc", "log_loss", "accuracy", "precision", "recall",
-        "positive_rate", "predicted_positive_rate", "mean_score", "calibration_error",
+        "count", "positives", "auc", "pr_auc", "log_loss", "calibration_error", "threshold",
+        "precision", "recall", "f1", "accuracy", "positive_rate", "predicted_positive_rate",
+        "mean_score",
     )  # fmt: skip
     head = "<tr><th class=l>metric</th><th>candidate</th>" + (
         "<th>baseline</th><th>change</th></tr>" if base else "</tr>"
@@ -58,8 +59,9 @@ def _slice_table(slices: list[SliceResult], min_count: int) -> str:
     head = (
         "<tr><th class=l>slice</th><th>n</th><th>positive rate</th><th>AUC</th>"
         "<th>baseline AUC</th><th>change</th><th>allowed drop</th><th>log loss</th>"
-        "<th>log loss change</th>"
-        "<th>accuracy</th><th>precision</th><th>recall</th><th>ECE</th><th class=l>status</th></tr>"
+        "<th>log loss change</th><th>PR-AUC</th>"
+        "<th>accuracy</th><th>precision</th><th>recall</th><th>F1</th><th>ECE</th>"
+        "<th class=l>status</th></tr>"
     )
     rows = []
     for s in slices:
@@ -76,8 +78,9 @@ def _slice_table(slices: list[SliceResult], min_count: int) -> str:
             f"<td>{_num(s.baseline.auc if s.baseline else None)}</td>"
             f"<td>{_num(s.auc_delta)}</td><td>{_num(s.max_auc_drop, 3)}</td>"
             f"<td>{_num(c.log_loss)}</td><td>{_num(s.log_loss_delta)}</td>"
-            f"<td>{_num(c.accuracy, 3)}</td>"
+            f"<td>{_num(c.pr_auc)}</td><td>{_num(c.accuracy, 3)}</td>"
             f"<td>{_num(c.precision, 3)}</td><td>{_num(c.recall, 3)}</td>"
+            f"<td>{_num(c.f1, 3)}</td>"
             f"<td>{_num(c.calibration_error, 3)}</td><td class=l>{escape(status)}</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
@@ -212,17 +215,21 @@ def render_report(evaluation: Evaluation, model_name: str = "model") -> str:
         else "baseline: none (first model, absolute thresholds)"
     )
     reasons = "".join(f"<li>{escape(r)}</li>" for r in e.reasons)
+    t, b = e.threshold, e.baseline_threshold
+    thresholds = f"Operating threshold {t.value:.4f} ({t.source})" + (
+        f"; baseline's {b.value:.4f} ({b.source})" if b else ""
+    )
     (tn, fp), (fn, tp) = e.confusion_matrix
     regressed = ", ".join(e.regressed_slices) or "none"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Evaluation of {escape(model_name)}</title><style>{STYLE}</style></head><body>
 <h1>Evaluation of {escape(model_name)}: {verdict}</h1>
-<p>{escape(baseline)}. Threshold {e.config.threshold:.2f}. Regressed slices:
+<p>{escape(baseline)}. {escape(thresholds)}. Regressed slices:
 <b>{escape(regressed)}</b>.</p>
 <h2>Reasons</h2><ul>{reasons}</ul>
 <h2>Overall</h2>{_metrics_table(e.overall, e.baseline_overall)}
-<h2>Confusion matrix at {e.config.threshold:.2f}</h2>
+<h2>Confusion matrix at {t.value:.4f}</h2>
 <table><tr><th></th><th>predicted 0</th><th>predicted 1</th></tr>
 <tr><th class=l>actual 0</th><td>{tn}</td><td>{fp}</td></tr>
 <tr><th class=l>actual 1</th><td>{fn}</td><td>{tp}</td></tr></table>

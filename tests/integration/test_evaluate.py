@@ -146,3 +146,35 @@ def test_equal_candidate_blessed_against_production_in_remote_registry(
     assert lineage.baseline_version == 1 and lineage.metrics["auc"] == blessing["overall"]["auc"]
     stored = registry.evaluation(MODEL, 2)
     assert stored == blessing
+
+
+def test_operating_thresholds_come_from_model_metadata_and_the_baseline_record(
+    eval_path: Path, eval_df: pd.DataFrame, models: dict[str, Path], tmp_path: Path
+) -> None:
+    registry_uri = str(tmp_path / "registry")
+    y = eval_df[F.LABEL].to_numpy(dtype=float)
+    scores = score(models["good"], eval_df)
+    first = run_evaluation(
+        eval_path, models["good"], registry_uri, MODEL, EvalConfig(), tmp_path / "v1.html",
+        tmp_path / "v1.json", model_metadata={"operating_threshold": 0.3, "eval_auc": 0.7},
+    )  # fmt: skip
+    assert first.threshold.value == 0.3 and first.threshold.source == "model metadata"
+    assert first.overall.recall == float(((scores >= 0.3) & (y == 1)).sum() / y.sum())
+    pushed = push(registry_uri, MODEL, models["good"], read_blessing(tmp_path / "v1.json"), VALID,
+                  ["2013-01"], "t", "e")  # fmt: skip
+    assert pushed.pushed
+
+    # A model without the metadata falls back to the parameter; the baseline (version 1) is
+    # measured at the threshold its stored evaluation records, not at the candidate's.
+    second = run_evaluation(
+        eval_path, models["good"], registry_uri, MODEL, EvalConfig(threshold=0.45),
+        tmp_path / "v2.html", tmp_path / "v2.json", model_metadata={},
+    )  # fmt: skip
+    assert second.threshold.value == 0.45
+    assert second.threshold.source == "decision_threshold parameter"
+    assert second.baseline_threshold is not None and second.baseline_threshold.value == 0.3
+    assert second.baseline_threshold.source == "registry evaluation of version 1"
+    assert second.baseline_overall is not None
+    assert second.baseline_overall.recall == first.overall.recall
+    assert second.overall.auc == second.baseline_overall.auc and second.blessed
+    assert "operating threshold 0.4500 (decision_threshold parameter)" in "\n".join(second.reasons)

@@ -11,10 +11,14 @@ import pandas as pd
 import pytest
 
 from components.evaluate.core import (
+    PARAMETER_SOURCE,
     EvalConfig,
+    OperatingThreshold,
     evaluate,
     model_inputs,
+    operating_threshold,
 )
+from components.evaluate.metrics import binary_metrics
 from components.evaluate.report import render_report
 from mlops import features as F
 
@@ -220,3 +224,58 @@ def test_eval_config_validation() -> None:
         EvalConfig(min_slice_count=0)
     with pytest.raises(ValueError, match="has 3 scores"):
         evaluate(make_eval(10), np.zeros(10), np.zeros(3))
+
+
+def test_each_model_is_measured_at_its_own_operating_threshold() -> None:
+    df = make_eval()
+    y = df[F.LABEL].to_numpy()
+    cand = informative(df, seed=1)
+    base = informative(df, seed=2)
+    mine = OperatingThreshold(0.31, "model metadata")
+    theirs = OperatingThreshold(0.44, "registry evaluation of version 3")
+    result = evaluate(df, cand, base, baseline_version=3, threshold=mine,
+                      baseline_threshold=theirs)  # fmt: skip
+
+    assert result.overall == binary_metrics(y, cand, 0.31)
+    assert result.baseline_overall == binary_metrics(y, base, 0.44)
+    assert result.overall.threshold == 0.31 and result.baseline_overall.threshold == 0.44
+    ua = next(s for s in result.slices if s.name == "carrier=UA")
+    mask = (df[F.CARRIER] == "UA").to_numpy()
+    assert ua.candidate.recall == binary_metrics(y[mask], cand[mask], 0.31).recall
+    assert ua.baseline is not None and ua.baseline.threshold == 0.44
+    (_, fp), (_, tp) = result.confusion_matrix
+    assert tp + fp == int((cand >= 0.31).sum())
+    note = next(r for r in result.reasons if "operating threshold" in r)
+    assert "0.3100 (model metadata)" in note and "0.4400 (registry evaluation of version 3)" in note
+    raw = result.to_dict()
+    assert raw["operating_threshold"] == {"value": 0.31, "source": "model metadata"}
+    assert raw["baseline_operating_threshold"]["value"] == 0.44
+    assert result.kfp_metrics()["operating_threshold"] == 0.31
+    assert "baseline_pr_auc" in result.kfp_metrics()
+    assert "0.3100 (model metadata)" in render_report(result)
+
+    # The gate reads threshold-free metrics only: other thresholds, the same verdict.
+    plain = evaluate(df, cand, base, baseline_version=3)
+    assert plain.blessed == result.blessed and plain.regressed_slices == result.regressed_slices
+    assert plain.threshold == OperatingThreshold(0.5, PARAMETER_SOURCE)
+    assert plain.overall.auc == result.overall.auc and plain.overall.recall != result.overall.recall
+
+
+def test_operating_threshold_is_read_from_metadata_with_the_parameter_as_fallback() -> None:
+    assert operating_threshold({"operating_threshold": 0.27}, 0.5, "model metadata") == (
+        OperatingThreshold(0.27, "model metadata")
+    )
+    # KFP may hand metadata numbers back as strings; a stored evaluation nests value/source.
+    assert operating_threshold({"operating_threshold": "0.27"}, 0.5, "m").value == 0.27
+    stored = {"operating_threshold": {"value": 0.33, "source": "model metadata"}}
+    assert operating_threshold(stored, 0.5, "registry evaluation of version 1") == (
+        OperatingThreshold(0.33, "registry evaluation of version 1")
+    )
+    assert operating_threshold({"eval_auc": 0.7}, 0.45, "m") == OperatingThreshold(
+        0.45, PARAMETER_SOURCE
+    )
+    assert operating_threshold(None, 0.5, "m").source == PARAMETER_SOURCE
+    with pytest.raises(ValueError, match="model metadata: operating_threshold must be in"):
+        operating_threshold({"operating_threshold": 1.5}, 0.5, "model metadata")
+    with pytest.raises(ValueError, match="operating_threshold is not a number"):
+        operating_threshold({"operating_threshold": "high"}, 0.5, "model metadata")

@@ -21,6 +21,7 @@ from mlops.report import (
     add_compare_parser,
     build_report,
     dag_nodes,
+    overall_table,
     pipeline_dependencies,
     slice_table,
 )
@@ -123,3 +124,25 @@ def test_models_compare_parser_reads_registry_and_model_from_models() -> None:
     args = parser.parse_args(["models", "--model-name", "m", "compare", "3", "4"])
     assert (args.models_command, args.a, args.b, args.model_name) == ("compare", 3, 4, "m")
     assert args.out is None
+
+
+def test_run_report_shows_overall_metrics_and_threshold_sources(tmp_path: Path) -> None:
+    metrics = {"count": 1000, "auc": 0.86, "pr_auc": 0.61, "f1": 0.55, "threshold": 0.31}
+    evaluation = {
+        "overall": metrics, "baseline_version": 2,
+        "baseline_overall": {**metrics, "auc": 0.84, "threshold": 0.5},
+        "operating_threshold": {"value": 0.31, "source": "model metadata"},
+        "baseline_operating_threshold": {"value": 0.5, "source": "decision_threshold parameter"},
+        "slices": [_slice("carrier=UA", 0.7, 0.69)],
+    }  # fmt: skip
+    page = build_report(
+        "r", [StepRecord("evaluate-op", "SUCCESS")], {}, tmp_path / "r.html", evaluation, {}
+    ).read_text()
+    table = re.search(r'<table id="overall-metrics">.*?</table>', page, flags=re.S)
+    assert table is not None
+    text = table.group(0)
+    assert "<th>production v2</th>" in text
+    assert "<tr><th>pr_auc</th><td>0.61</td><td>0.61</td></tr>" in text
+    assert "<tr><th>threshold</th><td>0.31</td><td>0.5</td></tr>" in text
+    assert "<td>model metadata</td><td>decision_threshold parameter</td>" in text
+    assert overall_table({}) == ""
