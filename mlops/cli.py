@@ -57,7 +57,7 @@ def _cmd_materialize(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 def _cmd_training_set(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from components.ingest.core import SpanWindow, ingest, result_json
-    from mlops.artifacts import EVAL_DATA_FILE, TRAIN_DATA_FILE
+    from mlops.artifacts import EVAL_DATA_FILE, TRAIN_DATA_FILE, VALIDATION_DATA_FILE
 
     out = Path(args.out)
     result = ingest(
@@ -66,6 +66,8 @@ def _cmd_training_set(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         out / TRAIN_DATA_FILE,
         out / EVAL_DATA_FILE,
         cfg.eval_fraction,
+        out / VALIDATION_DATA_FILE,
+        cfg.validation_fraction,
     )
     print(result_json(result))
     return 0
@@ -92,6 +94,7 @@ def pipeline_arguments(cfg: PlatformConfig, args: argparse.Namespace) -> dict[st
         "first_span": first,
         "last_span": last,
         "eval_fraction": cfg.eval_fraction,
+        "validation_fraction": cfg.validation_fraction,
         "registry_uri": _registry_uri(cfg),
         "hyperparameters": args.hyperparameters,
         "code_revision": code_revision_label(),
