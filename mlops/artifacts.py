@@ -24,7 +24,12 @@ TRANSFORM_GRAPH_DIR = "transform_graph"
 
 # Ingest (the point-in-time training set).
 TRAIN_DATA_FILE = "train.parquet"
+VALIDATION_DATA_FILE = "validation.parquet"
 EVAL_DATA_FILE = "eval.parquet"
+
+# Model artifact metadata: the score threshold train chose on the validation split (evaluate
+# reports precision and recall at it; the registry keeps it with the version).
+OPERATING_THRESHOLD = "operating_threshold"
 
 # Monitoring job.
 MONITOR_FILE = "monitor.json"  # skew, drift and live quality of one window

@@ -77,7 +77,7 @@ def _cmd_stream(cfg: PlatformConfig, args: argparse.Namespace) -> int:
 
 def _cmd_training_set(cfg: PlatformConfig, args: argparse.Namespace) -> int:
     from components.ingest.core import SpanWindow, ingest, result_json
-    from mlops.artifacts import EVAL_DATA_FILE, TRAIN_DATA_FILE
+    from mlops.artifacts import EVAL_DATA_FILE, TRAIN_DATA_FILE, VALIDATION_DATA_FILE
 
     out = Path(args.out)
     result = ingest(
@@ -86,6 +86,8 @@ def _cmd_training_set(cfg: PlatformConfig, args: argparse.Namespace) -> int:
         out / TRAIN_DATA_FILE,
         out / EVAL_DATA_FILE,
         cfg.eval_fraction,
+        out / VALIDATION_DATA_FILE,
+        cfg.validation_fraction,
     )
     print(result_json(result))
     return 0
@@ -112,6 +114,7 @@ def pipeline_arguments(cfg: PlatformConfig, args: argparse.Namespace) -> dict[st
         "first_span": first,
         "last_span": last,
         "eval_fraction": cfg.eval_fraction,
+        "validation_fraction": cfg.validation_fraction,
         "registry_uri": _registry_uri(cfg),
         "hyperparameters": args.hyperparameters,
         "code_revision": code_revision_label(),

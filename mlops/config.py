@@ -31,6 +31,9 @@ class PlatformConfig(BaseModel):
     first_span: str = Field("2013-01", pattern=SPAN_PATTERN, description="First span to train on.")
     last_span: str = Field("2013-02", pattern=SPAN_PATTERN, description="Last span to train on.")
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of the window held out.")
+    validation_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of the window, before eval, to tune on."
+    )
     model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model name.")
     request_log: str = Field(
         DEFAULT_REQUEST_LOG, description="Serving request log: a path or fsspec URI (.jsonl)."

@@ -53,7 +53,7 @@ class SubmitPlan:
 
 
 # Config settings that are also parameters of the training pipeline.
-CONFIG_PARAMETERS = ("feature_repo", "eval_fraction", "registry_uri")
+CONFIG_PARAMETERS = ("feature_repo", "eval_fraction", "validation_fraction", "registry_uri")
 
 
 def submit_arguments(

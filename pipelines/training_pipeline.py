@@ -48,6 +48,7 @@ def training_pipeline(
     first_span: str = "2013-01",
     last_span: str = "2013-02",
     eval_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
     baseline_statistics_uri: str = "",
     serving_statistics_uri: str = "",
     beam_pipeline_args: list = [],  # noqa: B006 - KFP reads the default into the pipeline spec
@@ -82,7 +83,9 @@ def training_pipeline(
         feature_repo: Path of the Feast repository inside the component image (or a mounted one).
         first_span: First monthly span of the training window (YYYY-MM).
         last_span: Last monthly span of the training window.
-        eval_fraction: Share of the window, by time, held out for evaluation.
+        eval_fraction: Share of the window, by time, held out for evaluation (the last part).
+        validation_fraction: Share of the window, by time, just before the eval part, on which
+            training stops early and chooses its operating threshold (eval is touched once).
         baseline_statistics_uri: Statistics to measure drift against ('' = the production
             model's training statistics from the registry, if any).
         serving_statistics_uri: Statistics of logged serving requests to measure skew against.
@@ -119,12 +122,14 @@ def training_pipeline(
             requests to, so ``mlops monitor`` has served traffic to read ('' keeps them in a
             temporary directory).
     """
-    # Point-in-time training set from the Feast offline store, split by time.
+    # Point-in-time training set from the Feast offline store, split by time: train | validation
+    # | eval.
     ingest = ingest_op(
         feature_repo=feature_repo,
         first_span=first_span,
         last_span=last_span,
         eval_fraction=eval_fraction,
+        validation_fraction=validation_fraction,
     )
     ingest.set_display_name("ingest").set_retry(2, backoff_duration="30s")
     ingest.set_cpu_limit("2").set_memory_limit("8G")
@@ -132,6 +137,7 @@ def training_pipeline(
     # Statistics, anomalies against the curated schema, drift and skew: the data gate.
     validate = validate_op(
         train_data=ingest.outputs["train_data"],
+        validation_data=ingest.outputs["validation_data"],
         eval_data=ingest.outputs["eval_data"],
         baseline_statistics_uri=baseline_statistics_uri,
         serving_statistics_uri=serving_statistics_uri,
@@ -150,7 +156,7 @@ def training_pipeline(
     # TFT analyze-and-transform on Beam; its graph is embedded in the served model.
     transform = transform_op(
         train_data=ingest.outputs["train_data"],
-        eval_data=ingest.outputs["eval_data"],
+        validation_data=ingest.outputs["validation_data"],
         beam_pipeline_args=beam_pipeline_args,
     )
     transform.set_display_name("transform").set_cpu_limit("4").set_memory_limit("16G")

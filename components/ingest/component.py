@@ -12,10 +12,12 @@ def ingest_op(
     first_span: str,
     last_span: str,
     eval_fraction: float,
+    validation_fraction: float,
     train_data: Output[Dataset],
+    validation_data: Output[Dataset],
     eval_data: Output[Dataset],
 ) -> str:
-    """Build train and eval parquet files for the span window; returns the result as JSON."""
+    """Build train, validation and eval parquet files for the window; returns the result JSON."""
     from pathlib import Path
 
     from components.ingest.core import SpanWindow, ingest, result_json
@@ -26,7 +28,10 @@ def ingest_op(
         Path(train_data.path),
         Path(eval_data.path),
         eval_fraction,
+        Path(validation_data.path),
+        validation_fraction,
     )
     train_data.metadata.update(result.split_metadata("train"))
+    validation_data.metadata.update(result.split_metadata("validation"))
     eval_data.metadata.update(result.split_metadata("eval"))
     return result_json(result)

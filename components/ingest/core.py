@@ -49,19 +49,24 @@ class IngestResult:
     train_hash: str
     eval_hash: str
     feature_service: str
+    # The validation split (three-way split only): between train and eval in time.
+    validation_rows: int = 0
+    validation_hash: str = ""
+    validation_split_time: str = ""
 
-    def split_metadata(self, split: Literal["train", "eval"]) -> dict[str, Any]:
-        """The metadata of one split's artifact: rows, spans, split time and content hash."""
-        rows, digest = (
-            (self.train_rows, self.train_hash)
-            if split == "train"
-            else (self.eval_rows, self.eval_hash)
-        )
+    def split_metadata(self, split: Literal["train", "validation", "eval"]) -> dict[str, Any]:
+        """The metadata of one split's artifact: rows, spans, split times and content hash."""
+        rows, digest = {
+            "train": (self.train_rows, self.train_hash),
+            "validation": (self.validation_rows, self.validation_hash),
+            "eval": (self.eval_rows, self.eval_hash),
+        }[split]
         return {
             "rows": rows,
             "span": f"{self.spans[0]}..{self.spans[-1]}",
             "spans": ",".join(self.spans),
             "split_time": self.split_time,
+            "validation_split_time": self.validation_split_time,
             "content_hash": digest,
             "feature_service": self.feature_service,
             "format": "parquet",
@@ -131,8 +136,14 @@ def ingest(
     train_path: Path,
     eval_path: Path,
     eval_fraction: float = 0.2,
+    validation_path: Path | None = None,
+    validation_fraction: float = 0.1,
 ) -> IngestResult:
-    """Build the training set for ``window`` and write train and eval parquet files.
+    """Build the training set for ``window`` and write its splits as parquet files.
+
+    With ``validation_path`` the window is split three ways by time, train | validation | eval:
+    the trainer tunes (early stopping, the warm-start choice, the operating threshold) on the
+    validation split only, so the eval split is touched once, by the evaluate step.
 
     Args:
         repo_path: The Feast repository (its ``data/`` holds the prepared sources).
@@ -140,11 +151,30 @@ def ingest(
         train_path: Where to write the training split.
         eval_path: Where to write the evaluation split.
         eval_fraction: Share of the window, by time, held out for evaluation.
+        validation_path: Where to write the validation split; None for a two-way split.
+        validation_fraction: Share of the whole window, by time, just before the eval split.
+
+    Raises:
+        DataError: A fraction is out of range or a split would be empty.
     """
     entities = load_entities(repo_path / "data", window)
     joined = join_features(repo_path, entities)
-    train, evaluation, cut = time_split(joined, eval_fraction)
-    for df, path in ((train, train_path), (evaluation, eval_path)):
+    fit, evaluation, cut = time_split(joined, eval_fraction)
+    train, validation, validation_cut = fit, fit.iloc[:0], ""
+    if validation_path is not None:
+        if not 0.0 < validation_fraction < 1.0 - eval_fraction:
+            raise DataError(
+                f"validation_fraction must be in (0, 1 - eval_fraction = {1 - eval_fraction:g}), "
+                f"got {validation_fraction}"
+            )
+        # The same day-boundary rule, applied to what precedes the eval split.
+        train, validation, validation_cut = time_split(
+            fit, validation_fraction / (1.0 - eval_fraction)
+        )
+    outputs = [(train, train_path), (evaluation, eval_path)]
+    if validation_path is not None:
+        outputs.append((validation, validation_path))
+    for df, path in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(path, index=False)
     return IngestResult(
@@ -155,6 +185,9 @@ def ingest(
         train_hash=content_hash(train),
         eval_hash=content_hash(evaluation),
         feature_service=F.FEATURE_SERVICE,
+        validation_rows=len(validation),
+        validation_hash=content_hash(validation) if validation_path is not None else "",
+        validation_split_time=validation_cut,
     )
 
 

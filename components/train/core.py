@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops import features as F
+from mlops.artifacts import OPERATING_THRESHOLD
 
 # The serving signature of the exported model (the evaluator and the predictor call it).
 SIGNATURE = "serving_default"
@@ -57,7 +58,10 @@ class HyperParameters:
 
 @dataclass
 class TrainResult:
-    """What training produced and measured."""
+    """What training produced and measured, on the validation split only.
+
+    The eval split is never read here: it is touched once, by the evaluate step.
+    """
 
     epochs_run: int
     train_examples: int
@@ -65,17 +69,20 @@ class TrainResult:
     seconds: float
     devices: list[str]
     mixed_precision: bool
-    eval_auc: float
-    eval_loss: float
-    logistic_auc: float
-    majority_accuracy: float
-    eval_accuracy: float
+    validation_auc: float
+    validation_loss: float
+    logistic_validation_auc: float
+    majority_validation_accuracy: float
+    validation_accuracy: float
+    operating_threshold: float
+    validation_f1: float
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     def kfp_metrics(self) -> dict[str, float]:
         """The scalar metrics the component logs."""
-        keys = ("eval_auc", "eval_loss", "eval_accuracy", "logistic_auc", "majority_accuracy",
-                "examples_per_second", "epochs_run")  # fmt: skip
+        keys = ("validation_auc", "validation_loss", "validation_accuracy",
+                "logistic_validation_auc", "majority_validation_accuracy", "operating_threshold",
+                "validation_f1", "examples_per_second", "epochs_run")  # fmt: skip
         return {key: float(getattr(self, key)) for key in keys}
 
     def model_metadata(self) -> dict[str, Any]:
@@ -83,7 +90,8 @@ class TrainResult:
         return {
             "framework": "tensorflow",
             "signature": SIGNATURE,
-            "eval_auc": self.eval_auc,
+            "validation_auc": self.validation_auc,
+            OPERATING_THRESHOLD: self.operating_threshold,
             "hyperparameters": json.dumps(self.hyperparameters),
         }
 
@@ -98,6 +106,22 @@ def set_seeds(seed: int) -> None:
     np.random.seed(seed)
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def skip_autograph_for_tf_keras() -> None:
+    """Let AutoGraph call the ``tf_keras`` package as it is, as TF does for ``keras``.
+
+    AutoGraph leaves the packages of its ``CONVERSION_RULES`` unconverted; ``keras`` is there,
+    but Keras 2 now ships as ``tf_keras``, so every ``fit``/``evaluate`` re-parsed and converted
+    Keras' own training-step code (about 170 functions, half of the step's wall time here).
+    Keras 2 code is graph-safe without conversion (TF <= 2.15 never converted it), and the
+    trained weights are unchanged (tests/integration/test_train_speed.py).
+    """
+    from tensorflow.python.autograph.core import config
+
+    rule = config.DoNotConvert("tf_keras")
+    if not any(getattr(r, "_prefix", None) == "tf_keras" for r in config.CONVERSION_RULES):
+        config.CONVERSION_RULES = (rule, *config.CONVERSION_RULES)
 
 
 def distribution_strategy() -> tuple[Any, bool]:
@@ -179,8 +203,14 @@ def build_model(tft_output: Any, hp: HyperParameters, linear_only: bool = False)
 
 
 def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
-    """Save ``model`` with the TFT layer inside and a signature over dense raw features."""
+    """Save ``model`` with the TFT layer inside and a signature over dense raw features.
+
+    Only the serving signature is saved: the module tracks the Keras model's variables, not the
+    Keras object, and Keras' per-layer call traces are off, so saving traces one function instead
+    of every layer's call (the SavedModel is loaded by its signature only, never as Keras).
+    """
     import tensorflow as tf
+    from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
     from components.transform.preprocessing import raw_dense_to_tft_inputs
 
@@ -193,23 +223,49 @@ def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
     class ServingModule(tf.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
+            self.model_variables = list(model.variables)
             self.tft_layer = tft_layer
 
-        @tf.function(input_signature=[specs])
+        # No Python control flow depends on tensors here: AutoGraph has nothing to convert.
+        @tf.function(input_signature=[specs], autograph=False)
         def serve(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             transformed = self.tft_layer(raw_dense_to_tft_inputs(raw))
-            feats = {k: transformed[k] for k in self.model.input}
-            score = tf.reshape(tf.cast(self.model(feats, training=False), tf.float32), [-1])
+            feats = {k: transformed[k] for k in model.input}
+            score = tf.reshape(tf.cast(model(feats, training=False), tf.float32), [-1])
             return {"score": score}
 
     module = ServingModule()
 
-    @tf.function(input_signature=list(specs.values()))
+    @tf.function(input_signature=list(specs.values()), autograph=False)
     def serving_default(*args: tf.Tensor) -> dict[str, tf.Tensor]:
         return module.serve(dict(zip(specs, args, strict=True)))
 
-    tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: serving_default})
+    with keras_option_scope(save_traces=False, in_tf_saved_model_scope=True):
+        tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: serving_default})
+
+
+def choose_threshold(labels: Any, scores: Any) -> tuple[float, float]:
+    """The score threshold with the highest F1 on ``labels``, and that F1.
+
+    Every distinct score is a candidate (a prediction is "delayed" at score >= threshold); ties
+    in F1 go to the higher threshold (fewer alerts for the same F1).
+    """
+    import numpy as np
+
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    p = np.asarray(scores, dtype=np.float64).reshape(-1)
+    positives = int(y.sum())
+    if positives == 0 or len(y) == 0:
+        raise ValueError("the validation split has no delayed flight: cannot choose a threshold")
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted, y_sorted = p[order], y[order]
+    # The last index of each run of equal scores: thresholds only fall between distinct scores.
+    last = np.r_[np.nonzero(np.diff(p_sorted))[0], len(p_sorted) - 1]
+    tp = np.cumsum(y_sorted)[last]
+    predicted = last + 1
+    f1 = 2.0 * tp / (predicted + positives)
+    best = int(np.flatnonzero(f1 == f1.max())[0])
+    return float(p_sorted[last[best]]), float(f1[best])
 
 
 def _evaluate_auc(model: Any, dataset: Any) -> tuple[float, float, float]:
@@ -224,11 +280,14 @@ def train(
     log_dir: Path,
     hp: HyperParameters | None = None,
 ) -> TrainResult:
-    """Train the classifier and the baselines, export the serving model.
+    """Train the classifier and the baselines on ``train``, tune on ``validation``, export.
+
+    Early stopping, the warm-start choice and the operating threshold use the validation split
+    only; the eval split is left to the evaluate step.
 
     Args:
         graph_dir: The transform step's graph (``tft.TFTransformOutput`` directory).
-        examples_dir: The transform step's examples (``train-*``, ``eval-*``).
+        examples_dir: The transform step's examples (``train-*``, ``validation-*``).
         model_dir: Where to write the serving SavedModel.
         log_dir: Where to write TensorBoard logs.
         hp: Hyperparameters; defaults when omitted.
@@ -239,6 +298,7 @@ def train(
 
     from components.transform.core import load_transformed_dataset
 
+    skip_autograph_for_tf_keras()
     hp = hp or HyperParameters()
     set_seeds(hp.seed)
     strategy, mixed = distribution_strategy()
@@ -251,9 +311,10 @@ def train(
             ds = _shuffle_feature(ds, f"{hp.shuffled_feature}_xf", hp.seed)
         return ds
 
-    train_ds, eval_ds = data("train", True).cache(), data("eval", False).cache()
-    labels = np.concatenate([y.numpy().reshape(-1) for _, y in data("train", False)])
-    eval_labels = np.concatenate([y.numpy().reshape(-1) for _, y in eval_ds])
+    train_ds, val_ds = data("train", True).cache(), data("validation", False).cache()
+    # Labels only: the features are not parsed for this pass.
+    labels = _labels(examples_dir, "train")
+    val_labels = np.concatenate([y.numpy().reshape(-1) for _, y in val_ds])
     majority = int(labels.mean() >= 0.5)
 
     with strategy.scope():
@@ -261,8 +322,9 @@ def train(
         baseline = build_model(
             tft_output, replace(hp, learning_rate=hp.baseline_learning_rate), linear_only=True
         )
-    fit = _fit_warm_started(model, baseline, train_ds, eval_ds, log_dir, hp)
-    auc, loss, acc = _evaluate_auc(model, eval_ds)
+    fit = _fit_warm_started(model, baseline, train_ds, val_ds, log_dir, hp)
+    auc, loss, acc = _evaluate_auc(model, val_ds)
+    threshold, f1 = choose_threshold(val_labels, model.predict(val_ds, verbose=0))
     export_serving_model(model, tft_output, model_dir)
     return TrainResult(
         epochs_run=fit.epochs_run,
@@ -272,13 +334,26 @@ def train(
         devices=[d.name for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
         or ["CPU"],
         mixed_precision=mixed,
-        eval_auc=round(auc, 4),
-        eval_loss=round(loss, 4),
-        logistic_auc=round(fit.logistic_auc, 4),
-        majority_accuracy=round(float((eval_labels == majority).mean()), 4),
-        eval_accuracy=round(acc, 4),
+        validation_auc=round(auc, 4),
+        validation_loss=round(loss, 4),
+        logistic_validation_auc=round(fit.logistic_auc, 4),
+        majority_validation_accuracy=round(float((val_labels == majority).mean()), 4),
+        validation_accuracy=round(acc, 4),
+        operating_threshold=round(threshold, 6),
+        validation_f1=round(f1, 4),
         hyperparameters=asdict(hp),
     )
+
+
+def _labels(examples_dir: Path, split: str) -> Any:
+    """The labels of one split's examples, in file order, parsing nothing else."""
+    import numpy as np
+    import tensorflow as tf
+
+    files = sorted(str(p) for p in Path(examples_dir).glob(f"{split}-*"))
+    spec = {F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65_536)
+    return np.concatenate([tf.io.parse_example(b, spec)[F.LABEL].numpy() for b in ds])
 
 
 @dataclass(frozen=True)
@@ -291,11 +366,11 @@ class _Fit:
 
 
 def _fit_warm_started(
-    model: Any, baseline: Any, train_ds: Any, eval_ds: Any, log_dir: Path, hp: HyperParameters
+    model: Any, baseline: Any, train_ds: Any, val_ds: Any, log_dir: Path, hp: HyperParameters
 ) -> _Fit:
     """Fit the logistic baseline, warm-start the wide part from it, fit the wide-and-deep model.
 
-    Keeps the warm start when the deep part ends below the baseline's eval AUC.
+    Keeps the warm start when the deep part ends below the baseline's validation AUC.
     """
     import tensorflow as tf
 
@@ -307,18 +382,18 @@ def _fit_warm_started(
     tensorboard = tf.keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch")
     # The logistic baseline first, with the same data, epochs and early stopping; its weights
     # then warm-start the wide part of the wide-and-deep model.
-    baseline.fit(train_ds, validation_data=eval_ds, epochs=hp.epochs,
+    baseline.fit(train_ds, validation_data=val_ds, epochs=hp.epochs,
                  callbacks=[early_stopping()], verbose=0)  # fmt: skip
-    logistic_auc, _, _ = _evaluate_auc(baseline, eval_ds)
+    logistic_auc, _, _ = _evaluate_auc(baseline, val_ds)
     model.get_layer("wide_logit").set_weights(baseline.get_layer("wide_logit").get_weights())
     start_weights = model.get_weights()
     t0 = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=eval_ds, epochs=hp.epochs,
+        train_ds, validation_data=val_ds, epochs=hp.epochs,
         callbacks=[early_stopping(), tensorboard], verbose=2,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    if _evaluate_auc(model, eval_ds)[0] < logistic_auc:
+    if _evaluate_auc(model, val_ds)[0] < logistic_auc:
         # The deep part found nothing the linear part had not: keep the warm start.
         model.set_weights(start_weights)
     return _Fit(len(history.history["loss"]), seconds, logistic_auc)

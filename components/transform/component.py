@@ -9,12 +9,12 @@ from components.images import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def transform_op(
     train_data: Input[Dataset],
-    eval_data: Input[Dataset],
+    validation_data: Input[Dataset],
     transform_graph: Output[Artifact],
     transformed_examples: Output[Dataset],
     beam_pipeline_args: list = [],  # noqa: B006 - KFP reads the default into the component spec
 ) -> str:
-    """Analyze the train split, transform train and eval; returns the result as JSON.
+    """Analyze the train split, transform train and validation; returns the result as JSON.
 
     ``beam_pipeline_args`` pass to Beam unchanged (``[]`` = DirectRunner in the component's
     process); see components/transform/README.md for Flink, Spark and Dataflow.
@@ -29,7 +29,7 @@ def transform_op(
     # registry stores the graph without the examples and train reads each where it lies.
     result = transform(
         Path(train_data.path),
-        Path(eval_data.path),
+        Path(validation_data.path),
         Path(transform_graph.path),
         Path(transformed_examples.path),
         [str(a) for a in beam_pipeline_args],

@@ -1,8 +1,10 @@
-"""Transform core: TFT analyze-and-transform on Beam over the train and eval parquet files.
+"""Transform core: TFT analyze-and-transform on Beam over the train and validation parquet files.
 
 Writes two outputs, each to its own directory (the component's two artifacts): the transform
 graph (a ``tft.TFTransformOutput`` directory, embedded in the served model) and the transformed
-examples, gzipped TFRecord ``tf.Example`` files ``train-*`` and ``eval-*``. Beam pipeline options
+examples, gzipped TFRecord ``tf.Example`` files ``train-*`` and ``validation-*``. The eval split
+is not transformed: the evaluate step scores it through the exported model, which embeds this
+graph, exactly as serving will. Beam pipeline options
 pass through unchanged, so the same code runs on the DirectRunner here and on Flink, Spark or
 Dataflow (see README.md).
 
@@ -23,7 +25,7 @@ from typing import Any
 
 from mlops import features as F
 
-SPLITS = ("train", "eval")
+SPLITS = ("train", "validation")
 # Rows per RecordBatch handed to TFT; TFT re-batches internally, this bounds memory per bundle.
 BATCH_ROWS = 10_000
 
@@ -35,7 +37,7 @@ class TransformResult:
     transform_graph: str
     transformed_examples: str
     train_rows: int
-    eval_rows: int
+    validation_rows: int
     seconds: float
     transformed_features: list[str]
 
@@ -52,7 +54,7 @@ class TransformResult:
         """The transformed examples artifact's metadata: rows per split and the format."""
         return {
             "train_rows": self.train_rows,
-            "eval_rows": self.eval_rows,
+            "validation_rows": self.validation_rows,
             "format": "tfrecord.gz (tf.Example)",
             "splits": ",".join(SPLITS),
         }
@@ -137,7 +139,7 @@ def _num_rows(path: Path) -> int:
 
 def transform(
     train_path: Path,
-    eval_path: Path,
+    validation_path: Path,
     graph_dir: Path,
     examples_dir: Path,
     beam_pipeline_args: list[str] | None = None,
@@ -145,14 +147,14 @@ def transform(
     """Analyze the training split, transform both splits, write the graph and the examples.
 
     The analysis (means, variances, vocabularies, quantiles) sees only the training split, so
-    the eval split is transformed exactly as serving data will be.
+    the validation split is transformed exactly as serving data will be.
 
     Args:
         train_path: Training split (parquet, from ingest).
-        eval_path: Eval split (parquet).
+        validation_path: Validation split (parquet).
         graph_dir: Where to write the transform graph (``tft.TFTransformOutput``).
-        examples_dir: Where to write the transformed ``train-*`` and ``eval-*`` examples; shards
-            a previous attempt left there are removed first.
+        examples_dir: Where to write the transformed ``train-*`` and ``validation-*`` examples;
+            shards a previous attempt left there are removed first.
         beam_pipeline_args: Beam options, e.g. ``["--runner=FlinkRunner", ...]``; the
             DirectRunner when empty. With a remote runner, both output directories and a
             ``--temp_location`` must be on storage the workers can reach.
@@ -162,19 +164,19 @@ def transform(
     """
     import tensorflow_transform as tft
 
-    for path in (train_path, eval_path):
+    for path in (train_path, validation_path):
         if not Path(path).exists():
             raise FileNotFoundError(f"transform input not found: {path}")
     _clear_shards(examples_dir)
     t0 = time.perf_counter()
-    _run_beam(train_path, eval_path, graph_dir, examples_dir, beam_pipeline_args or [])
+    _run_beam(train_path, validation_path, graph_dir, examples_dir, beam_pipeline_args or [])
     seconds = time.perf_counter() - t0
     tft_output = tft.TFTransformOutput(str(graph_dir))
     return TransformResult(
         transform_graph=str(graph_dir),
         transformed_examples=str(examples_dir),
         train_rows=_num_rows(train_path),
-        eval_rows=_num_rows(eval_path),
+        validation_rows=_num_rows(validation_path),
         seconds=round(seconds, 2),
         transformed_features=sorted(tft_output.transformed_feature_spec()),
     )
@@ -190,7 +192,7 @@ def _clear_shards(examples_dir: Path) -> None:
 
 def _run_beam(
     train_path: Path,
-    eval_path: Path,
+    validation_path: Path,
     graph_dir: Path,
     examples_dir: Path,
     beam_pipeline_args: list[str],
@@ -217,17 +219,19 @@ def _run_beam(
                     | f"ToRecordBatches[{split}]" >> beam.FlatMap(to_record_batches)
                 )
 
-            raw_train, raw_eval = read("train", train_path), read("eval", eval_path)
+            raw_train = read("train", train_path)
+            raw_validation = read("validation", validation_path)
             # Record batches out, encoded by tfx_bsl's C++ encoder: no Python dict per row.
             (train_xf, _), transform_fn = (
                 (raw_train, adapter_config)
                 | "AnalyzeAndTransform"
                 >> tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=True)
             )  # fmt: skip
-            eval_xf, _ = ((raw_eval, adapter_config), transform_fn) | "TransformEval" >> (
-                tft_beam.TransformDataset(output_record_batches=True)
-            )
-            for split, data in (("train", train_xf), ("eval", eval_xf)):
+            validation_xf, _ = (
+                ((raw_validation, adapter_config), transform_fn)
+                | "TransformValidation" >> tft_beam.TransformDataset(output_record_batches=True)
+            )  # fmt: skip
+            for split, data in (("train", train_xf), ("validation", validation_xf)):
                 _ = (
                     data
                     | f"Encode[{split}]" >> beam.FlatMap(_encode_examples)
@@ -247,7 +251,7 @@ def load_transformed_dataset(
     Args:
         graph_dir: The transform graph (its transformed feature spec parses the examples).
         examples_dir: The transformed examples.
-        split: ``train`` or ``eval``.
+        split: ``train`` or ``validation``.
         batch_size: Examples per batch.
         shuffle: Shuffle examples (seeded) before batching; the file order is fixed.
         seed: Shuffle seed.
@@ -256,7 +260,7 @@ def load_transformed_dataset(
         A ``tf.data.Dataset`` of ``({"<name>_xf": [batch] tensor, ...}, [batch] int64 label)``.
 
     Raises:
-        ValueError: ``split`` is not ``train`` or ``eval``.
+        ValueError: ``split`` is not ``train`` or ``validation``.
         FileNotFoundError: No examples of that split exist.
     """
     import tensorflow as tf

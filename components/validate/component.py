@@ -9,6 +9,7 @@ from components.images import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def validate_op(
     train_data: Input[Dataset],
+    validation_data: Input[Dataset],
     eval_data: Input[Dataset],
     registry_uri: str,
     model_name: str,
@@ -21,7 +22,7 @@ def validate_op(
     serving_statistics_uri: str = "",
     block_on_drift: bool = False,
 ) -> bool:
-    """Validate the span (both splits); write the verdict (``ok`` in its metadata) and reports.
+    """Validate the span (all three splits); write the verdict (``ok`` in its metadata) and reports.
 
     Drift is measured against ``baseline_statistics_uri`` or, when empty, against the training
     statistics of the registry's ``production`` version (if there is one).
@@ -33,7 +34,7 @@ def validate_op(
 
     exit_after_outputs()
     result = run_validation(
-        [Path(train_data.path), Path(eval_data.path)],
+        [Path(train_data.path), Path(validation_data.path), Path(eval_data.path)],
         ValidateOutputs(
             statistics=Path(statistics.path),
             anomalies=Path(anomalies.path),

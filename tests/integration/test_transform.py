@@ -60,7 +60,7 @@ def test_beam_options_reach_the_pipeline(training_set: TrainingSet, tmp_path: Pa
 
     train, evaluation = training_set("2013-01", "2013-01")
     paths = []
-    for name, df in (("train", train.head(100)), ("eval", evaluation.head(100))):
+    for name, df in (("train", train.head(100)), ("validation", evaluation.head(100))):
         paths.append(tmp_path / f"{name}.parquet")
         df.to_parquet(paths[-1], index=False)
     # An unknown runner is refused by Beam itself: the options are not swallowed or replaced.

@@ -87,7 +87,7 @@ def transformed(training_set: TrainingSet, tmp_path_factory: pytest.TempPathFact
     train, evaluation = training_set("2013-01", "2013-01")
     out = tmp_path_factory.mktemp("xf")
     transform(write(train, out / "in" / "train.parquet"),
-              write(evaluation, out / "in" / "eval.parquet"), out / "graph",
+              write(evaluation, out / "in" / "validation.parquet"), out / "graph",
               out / "examples")  # fmt: skip
     return out
 
@@ -119,7 +119,7 @@ def test_serving_transform_equals_training_examples(
     served = tft_output.transform_features_layer()(raw_dense_to_tft_inputs(raw_dense(evaluation)))
     names = sorted(k for k in tft_output.transformed_feature_spec() if k != F.LABEL)
     batches = list(
-        load_transformed_dataset(transformed / "graph", transformed / "examples", "eval",
+        load_transformed_dataset(transformed / "graph", transformed / "examples", "validation",
                                  100_000, False, 0)
     )  # fmt: skip
     assert len(batches) == 1
