@@ -36,7 +36,7 @@ lock: | $(UV) ## re-resolve requirements*.lock from requirements*.in
 	$(UV) pip compile -q requirements-dev.in --python-version 3.11 -o requirements-dev.lock
 
 # Prepared Feast sources, registered definitions and a filled online store.
-feature_repo/data/.stamp: $(VENV)/.stamp mlops/data.py feature_repo/definitions.py feature_repo/feature_store.yaml
+feature_repo/data/.stamp: $(VENV)/.stamp mlops/data.py mlops/realtime.py mlops/features.py feature_repo/definitions.py feature_repo/feature_store.yaml
 	$(MLOPS) prepare
 	$(MLOPS) feast-apply
 	$(MLOPS) materialize

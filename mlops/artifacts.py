@@ -27,8 +27,9 @@ TRAIN_DATA_FILE = "train.parquet"
 VALIDATION_DATA_FILE = "validation.parquet"
 EVAL_DATA_FILE = "eval.parquet"
 
-# Model artifact metadata: the score threshold train chose on the validation split (evaluate
-# reports precision and recall at it; the registry keeps it with the version).
+# Model artifact metadata (written by train) and evaluation JSON key (written by evaluate,
+# stored by push as the version's evaluation.json): the score threshold chosen on the
+# validation split, at which evaluate reports precision and recall.
 OPERATING_THRESHOLD = "operating_threshold"
 
 # Monitoring job.

@@ -123,7 +123,8 @@ def _decisions(steps: dict[str, StepRecord]) -> tuple[dict[str, Any], dict[str, 
     ev = steps.get("evaluate-op")
     if ev and ev.outputs:
         metrics = ev.outputs.get("metrics", {}).get("metadata", {})
-        for key in ("auc", "log_loss", "accuracy", "baseline_auc"):
+        for key in ("auc", "log_loss", "accuracy", "pr_auc", "f1", "operating_threshold",
+                    "baseline_auc"):  # fmt: skip
             if key in metrics:
                 decisions[key] = round(float(metrics[key]), 4)
         blessing = ev.outputs.get("blessing", {})

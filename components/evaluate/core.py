@@ -28,13 +28,11 @@ from components.evaluate.metrics import (
     roc_curve,
 )
 from mlops import features as F
+from mlops.artifacts import OPERATING_THRESHOLD
 from mlops.registry import PRODUCTION
 
 SCORE_KEY = "score"
 SIGNATURE = "serving_default"
-# The model artifact's metadata key (written by train) and the evaluation JSON's key (written
-# here, stored by push as the version's evaluation.json) of a model's operating threshold.
-OPERATING_THRESHOLD = "operating_threshold"
 PARAMETER_SOURCE = "decision_threshold parameter"
 
 

@@ -115,7 +115,7 @@ def skip_autograph_for_tf_keras() -> None:
     but Keras 2 now ships as ``tf_keras``, so every ``fit``/``evaluate`` re-parsed and converted
     Keras' own training-step code (about 170 functions, half of the step's wall time here).
     Keras 2 code is graph-safe without conversion (TF <= 2.15 never converted it), and the
-    trained weights are unchanged (tests/integration/test_train_speed.py).
+    trained weights are unchanged (tests/integration/test_train_export.py).
     """
     from tensorflow.python.autograph.core import config
 
@@ -244,30 +244,6 @@ def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
         tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: serving_default})
 
 
-def choose_threshold(labels: Any, scores: Any) -> tuple[float, float]:
-    """The score threshold with the highest F1 on ``labels``, and that F1.
-
-    Every distinct score is a candidate (a prediction is "delayed" at score >= threshold); ties
-    in F1 go to the higher threshold (fewer alerts for the same F1).
-    """
-    import numpy as np
-
-    y = np.asarray(labels, dtype=np.int64).reshape(-1)
-    p = np.asarray(scores, dtype=np.float64).reshape(-1)
-    positives = int(y.sum())
-    if positives == 0 or len(y) == 0:
-        raise ValueError("the validation split has no delayed flight: cannot choose a threshold")
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted, y_sorted = p[order], y[order]
-    # The last index of each run of equal scores: thresholds only fall between distinct scores.
-    last = np.r_[np.nonzero(np.diff(p_sorted))[0], len(p_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last]
-    predicted = last + 1
-    f1 = 2.0 * tp / (predicted + positives)
-    best = int(np.flatnonzero(f1 == f1.max())[0])
-    return float(p_sorted[last[best]]), float(f1[best])
-
-
 def _evaluate_auc(model: Any, dataset: Any) -> tuple[float, float, float]:
     results = model.evaluate(dataset, verbose=0, return_dict=True)
     return float(results["auc"]), float(results["loss"]), float(results["accuracy"])
@@ -296,6 +272,7 @@ def train(
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    from components.evaluate.metrics import f1_optimal_threshold
     from components.transform.core import load_transformed_dataset
 
     skip_autograph_for_tf_keras()
@@ -324,7 +301,7 @@ def train(
         )
     fit = _fit_warm_started(model, baseline, train_ds, val_ds, log_dir, hp)
     auc, loss, acc = _evaluate_auc(model, val_ds)
-    threshold, f1 = choose_threshold(val_labels, model.predict(val_ds, verbose=0))
+    threshold, f1 = f1_optimal_threshold(val_labels, model.predict(val_ds, verbose=0).reshape(-1))
     export_serving_model(model, tft_output, model_dir)
     return TrainResult(
         epochs_run=fit.epochs_run,

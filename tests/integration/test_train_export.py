@@ -82,8 +82,8 @@ def test_exported_model_reproduces_the_reported_validation_auc(
     import pandas as pd
 
     from components.evaluate.core import score
-    from components.evaluate.metrics import auc
-    from components.train.core import HyperParameters, choose_threshold, train
+    from components.evaluate.metrics import auc, f1_optimal_threshold
+    from components.train.core import HyperParameters, train
 
     model_dir = tmp_path / "model"
     hp = HyperParameters(epochs=2, batch_size=256, hidden_units=(16,))
@@ -94,7 +94,7 @@ def test_exported_model_reproduces_the_reported_validation_auc(
     labels = validation[F.LABEL].to_numpy()
     # Train chose its threshold on the Keras model's own scores of the transformed rows: the
     # exported model, from raw rows through the embedded TFT graph, must find the same one.
-    threshold, f1 = choose_threshold(labels, scores)
+    threshold, f1 = f1_optimal_threshold(labels, scores)
     assert threshold == pytest.approx(result.operating_threshold, abs=1e-5)
     assert f1 == pytest.approx(result.validation_f1, abs=1e-4)
     # Keras' AUC is approximated over 200 thresholds; the exact one differs in the 3rd decimal.
