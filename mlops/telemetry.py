@@ -15,6 +15,11 @@ PREDICTIONS = (
     f"{PREFIX}_predictions_total"  # counter{model, version, slice_key, slice_value, outcome}
 )
 FEATURE_STALENESS = f"{PREFIX}_feature_staleness_seconds"  # histogram{model, version, view}
+# Real-time rows served as missing by the staleness policy (serving.online), by reason.
+FEATURE_STALE = f"{PREFIX}_feature_stale_total"  # counter{model, version, view, reason}
+# Age of the newest real-time row a request read, per view, at its prediction moment: grows when
+# the feed stops.
+FEATURE_FRESHNESS = f"{PREFIX}_feature_freshness_seconds"  # gauge{model, version, view}
 MISSING_ENTITIES = f"{PREFIX}_missing_entities_total"  # counter{model, version, view}
 MODEL_BATCH_ROWS = f"{PREFIX}_model_batch_rows"  # histogram{model, version}: rows per model call
 FEATURE_CACHE = f"{PREFIX}_feature_cache_total"  # counter{result in FEATURE_CACHE_RESULTS}
@@ -26,6 +31,8 @@ POSITIVE = "positive"
 NEGATIVE = "negative"
 OUTCOMES = (POSITIVE, NEGATIVE)
 FEATURE_CACHE_RESULTS = ("hit", "stale_hit", "miss", "read", "read_error")
+# The `reason` label of FEATURE_STALE: older than the bound, or stamped after the moment.
+STALE_REASONS = ("too_old", "future")
 
 # Monitoring job (pushed to the Pushgateway or served by `mlops monitor`).
 FEATURE_DRIFT = f"{PREFIX}_feature_drift"  # gauge{feature, comparison in (drift, skew)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -49,6 +49,18 @@ FEATURE_STALENESS = Histogram(
     "Age of the online feature values used (now minus their event timestamp).",
     ["model", "version", "view"],
     buckets=STALENESS_BUCKETS,
+)
+FEATURE_STALE = Counter(
+    T.FEATURE_STALE,
+    "Real-time feature rows served as missing by the staleness policy: older than "
+    "REALTIME_MAX_AGE_MINUTES before the prediction moment (too_old) or after it (future).",
+    ["model", "version", "view", "reason"],
+)
+FEATURE_FRESHNESS = Gauge(
+    T.FEATURE_FRESHNESS,
+    "Age of the newest real-time row of the view read by the last request, at its prediction "
+    "moment (seconds; grows when the feed stops).",
+    ["model", "version", "view"],
 )
 MISSING_ENTITIES = Counter(
     T.MISSING_ENTITIES,
@@ -105,6 +117,10 @@ class ModelMetrics:
                 self.score(key, value)
                 for outcome in T.OUTCOMES:
                     self.prediction(key, value, outcome)
+        # The same for the stale counters: a feed that stops shows from the first stale row.
+        for view in F.REALTIME_VIEWS:
+            for reason in T.STALE_REASONS:
+                self.stale(view, reason)
 
     def _get(self, metric: Any, *labels: str) -> Any:
         key = (metric._name, *labels)
@@ -115,6 +131,12 @@ class ModelMetrics:
 
     def staleness(self, view: str) -> Any:
         return self._get(FEATURE_STALENESS, view)
+
+    def stale(self, view: str, reason: str) -> Any:
+        return self._get(FEATURE_STALE, view, reason)
+
+    def freshness(self, view: str) -> Any:
+        return self._get(FEATURE_FRESHNESS, view)
 
     def missing(self, view: str) -> Any:
         return self._get(MISSING_ENTITIES, view)

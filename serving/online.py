@@ -17,9 +17,24 @@ carrier) and reads Feast in batches:
 * ``preload()`` loads the rows of known entity keys at start-up (``entity_keys_of_repo`` lists them
   from the feature views' batch sources), so the first requests do not pay for misses.
 
-A served row is therefore at most ``max_stale_s`` (plus one read) older than the online store; the
-staleness metric reports the age of the feature values themselves (now minus their event
-timestamp), cache included. ``fresh_s=0`` turns the cache off: every row is read per request.
+A served row is therefore at most ``max_stale_s`` (plus one read) older than the online store.
+``fresh_s=0`` turns the cache off: every row is read per request.
+
+The real-time views (``F.REALTIME_VIEWS``, written by pushes at every scheduled departure) have
+their own, short bounds: ``realtime_fresh_s`` (1 s) and ``realtime_max_stale_s`` (5 s), so a
+pushed row reaches requests within about 5 s, small against the one-minute resolution of
+departure times and the 15-minute staleness bound. Stale-while-revalidate matters here: keyed by
+tail number they are read for nearly every request, and reading each expired key on the request
+path cost 4x the throughput (bench_serving: 253 against ~1,100 requests/s); refreshed in the
+background they cost about two reads a second. ``realtime_fresh_s=0`` reads them on every
+request.
+
+Staleness policy (``Lookup``): every request row has a prediction moment (the request's
+``event_timestamp``, else the server's clock). A real-time view's row stamped more than
+``F.REALTIME_MAX_AGE_MINUTES`` before that moment (the feed stopped) or after it (a value that
+could not be known at the moment: leakage) is served as missing, as the model saw a missing
+value in training, and reported in ``Lookup.stale_views``. Ages reported are the moment minus the
+values' event timestamp, cache included.
 """
 
 from __future__ import annotations
@@ -29,25 +44,32 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from mlops import features as F
+from mlops import telemetry as T
 
 log = logging.getLogger(__name__)
 
-# Each view's features, in contract order (its entity key is ``F.VIEW_KEYS[view]``).
+# Each view's features, in contract order (its join keys are ``F.VIEW_KEYS[view]``).
 VIEW_FEATURES: dict[str, tuple[str, ...]] = {
     view: tuple(f.name for f in F.FEAST_FEATURES if f.source == view) for view in F.VIEW_KEYS
 }
 MISSING_POLICIES = ("impute", "reject")
-# A key that no entity has: pads the entity rows of views with fewer keys than the widest one.
+# Why a real-time row was served as missing (the ``reason`` label of the stale counter).
+TOO_OLD, FUTURE = T.STALE_REASONS
+REALTIME_MAX_AGE_S = F.REALTIME_MAX_AGE_MINUTES * 60.0
+# A key that no entity has: pads the join keys an entity row does not need.
 _PAD_KEY = "\x00pad"
 
-KeysByView = dict[str, list[str]]
-Rows = dict[str, dict[str, "ViewRow"]]
+# An entity key: the values of the view's join keys, in ``F.VIEW_KEYS[view]`` order.
+Key: TypeAlias = tuple[str, ...]
+KeysByView = dict[str, list[Key]]
+Rows = dict[str, dict[Key, "ViewRow"]]
+Placement = dict[tuple[str, Key], int]
 
 
 class FeatureLookupError(RuntimeError):
@@ -82,32 +104,69 @@ class RawSource(Protocol):
     async def read(self, keys: KeysByView) -> Rows: ...
 
 
-def entity_rows(keys: KeysByView) -> list[dict[str, str]]:
-    """Entity rows covering ``keys`` in one read: row i holds each view's i-th key (or a pad).
+def entity_key(view: str, row: dict[str, Any]) -> Key:
+    """The key of ``view`` in a request row (which carries every join key)."""
+    return tuple(str(row[name]) for name in F.VIEW_KEYS[view])
 
-    One Feast read needs every join key of the service in every row; reading views side by side
-    costs max(len(keys)) rows instead of one read per view.
+
+def entity_rows(keys: KeysByView) -> tuple[list[dict[str, str]], Placement]:
+    """Entity rows covering ``keys`` in one read, and the row each ``(view, key)`` is read from.
+
+    One Feast read needs every join key of the service in every row. Views are packed side by
+    side: a key goes to a row that already holds its join-key values (the weather and the
+    origin's departures of one origin share a row) or whose join keys it needs are still free;
+    join keys no view needs in a row are padded. A read costs about max(len(keys)) rows instead
+    of one read per view. Views with more join keys are placed first, so the free slots single-
+    key views fill are never half taken.
     """
-    width = max((len(v) for v in keys.values()), default=0)
-    rows = []
-    for i in range(width):
-        row = {}
-        for view, key_name in F.VIEW_KEYS.items():
-            vkeys = keys.get(view, [])
-            row[key_name] = vkeys[i] if i < len(vkeys) else _PAD_KEY
-        rows.append(row)
-    return rows
+    rows: list[dict[str, str]] = []
+    placement: Placement = {}
+    exact: dict[tuple[tuple[str, ...], Key], int] = {}
+    free: dict[str, list[int]] = {name: [] for name in F.ENTITY_KEYS}  # rows with the key unset
+    cursor: dict[str, int] = dict.fromkeys(F.ENTITY_KEYS, 0)
+    views = sorted(keys, key=lambda v: -len(F.VIEW_KEYS[v]))
+    for view in views:
+        names = F.VIEW_KEYS[view]
+        for key in keys[view]:
+            at = exact.get((names, key))
+            if at is None and len(names) == 1:
+                slots, i = free[names[0]], cursor[names[0]]
+                while i < len(slots) and names[0] in rows[slots[i]]:
+                    i += 1
+                cursor[names[0]] = i
+                if i < len(slots):
+                    at = slots[i]
+                    cursor[names[0]] = i + 1
+            if at is None:
+                at = len(rows)
+                rows.append({})
+                for name in F.ENTITY_KEYS:
+                    if name not in names:
+                        free[name].append(at)
+            for name, value in zip(names, key, strict=True):
+                rows[at][name] = value
+                exact.setdefault(((name,), (value,)), at)
+            exact[(names, key)] = at
+            placement[(view, key)] = at
+    for row in rows:
+        for name in F.ENTITY_KEYS:
+            row.setdefault(name, _PAD_KEY)
+    return rows, placement
 
 
 def _rows_to_views(
-    keys: KeysByView, values: list[dict[str, Any]], stamps: list[dict[str, float | None]]
+    keys: KeysByView,
+    placement: Placement,
+    values: list[dict[str, Any]],
+    stamps: list[dict[str, float | None]],
 ) -> Rows:
     """Per-row feature values and event timestamps back to ``{view: {key: ViewRow}}``."""
     out: Rows = {}
     for view, vkeys in keys.items():
         names = VIEW_FEATURES[view]
-        rows: dict[str, ViewRow] = {}
-        for i, key in enumerate(vkeys):
+        rows: dict[Key, ViewRow] = {}
+        for key in vkeys:
+            i = placement[(view, key)]
             present = [t for t in (stamps[i].get(n) for n in names) if t]
             rows[key] = ViewRow(
                 values={n: values[i].get(n) for n in names},
@@ -129,7 +188,7 @@ class FeastSdkSource:
 
     def read_sync(self, keys: KeysByView) -> Rows:
         """Read the service's features for ``keys`` (blocking)."""
-        rows = entity_rows(keys)
+        rows, placement = entity_rows(keys)
         if not rows:
             return {view: {} for view in keys}
         resp = self.store.get_online_features(features=self.service, entity_rows=rows)
@@ -137,25 +196,31 @@ class FeastSdkSource:
         names = [n for view in F.VIEW_KEYS for n in VIEW_FEATURES[view]]
         values = [{n: data[n][i] for n in names} for i in range(len(rows))]
         stamps = [{n: float(data[f"{n}__ts"][i]) or None for n in names} for i in range(len(rows))]
-        return _rows_to_views(keys, values, stamps)
+        return _rows_to_views(keys, placement, values, stamps)
 
     async def read(self, keys: KeysByView) -> Rows:
         return await asyncio.get_running_loop().run_in_executor(None, self.read_sync, keys)
 
 
 def entity_keys_of_repo(store: Any, limit: int = 20_000) -> KeysByView:
-    """Distinct entity keys of each view of the service, from the views' batch sources.
+    """Distinct entity keys of each batch view of the service, from the views' batch sources.
 
     The online store holds (at most) the entities the batch sources have; reading these keys at
-    start-up fills the cache before the first request. At most ``limit`` keys per view.
+    start-up fills the cache before the first request. At most ``limit`` keys per view. The
+    real-time views are left out: their rows change with every push and are cached for about a
+    second, so a warm-up would be stale before the first request.
     """
     import pandas as pd
 
     keys: KeysByView = {}
-    for view, key_name in F.VIEW_KEYS.items():
-        path = store.get_feature_view(view).batch_source.path
-        column = pd.read_parquet(path, columns=[key_name])[key_name].dropna().astype(str)
-        keys[view] = list(column.drop_duplicates())[:limit]
+    for view, names in F.VIEW_KEYS.items():
+        if view in F.REALTIME_VIEWS:
+            continue
+        source = store.get_feature_view(view).batch_source
+        path = getattr(source, "path", None) or source.batch_source.path  # a push source's batch
+        frame = pd.read_parquet(path, columns=list(names)).dropna().astype(str)
+        unique = frame.drop_duplicates()
+        keys[view] = [tuple(r) for r in unique.itertuples(index=False, name=None)][:limit]
     return keys
 
 
@@ -218,21 +283,23 @@ class FeastHttpSource:
             raise FeatureLookupError(f"feature server {self.url}: answer is not JSON") from err
 
     async def read(self, keys: KeysByView) -> Rows:
-        rows = entity_rows(keys)
+        rows, placement = entity_rows(keys)
         if not rows:
             return {view: {} for view in keys}
         entities = {key: [r[key] for r in rows] for key in F.ENTITY_KEYS}
         body = {"feature_service": F.FEATURE_SERVICE, "entities": entities}
         payload = await self._post(body)
         try:
-            return self._parse(keys, rows, payload)
+            return self._parse(keys, rows, placement, payload)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
             raise FeatureLookupError(
                 f"feature server {self.url}: unexpected answer ({type(err).__name__}: {err})"
             ) from err
 
     @staticmethod
-    def _parse(keys: KeysByView, rows: list[dict[str, str]], payload: Any) -> Rows:
+    def _parse(
+        keys: KeysByView, rows: list[dict[str, str]], placement: Placement, payload: Any
+    ) -> Rows:
         names = payload["metadata"]["feature_names"]
         values: list[dict[str, Any]] = [{} for _ in rows]
         stamps: list[dict[str, float | None]] = [{} for _ in rows]
@@ -249,7 +316,7 @@ class FeastHttpSource:
                     if statuses[i] == "PRESENT" and stamp
                     else None
                 )
-        return _rows_to_views(keys, values, stamps)
+        return _rows_to_views(keys, placement, values, stamps)
 
 
 @dataclass
@@ -257,14 +324,18 @@ class Lookup:
     """The Feast features of one request row and what the lookup saw.
 
     Attributes:
-        features: Every Feast feature of the contract (``None`` where absent).
+        features: Every Feast feature of the contract (``None`` where absent or stale).
         missing_views: Views whose entity the online store does not hold.
-        staleness_s: Age of each present view's values (now minus event timestamp), seconds.
+        staleness_s: Age of each present view's values at the prediction moment (the moment minus
+            their event timestamp; negative for a row from after the moment), seconds.
+        stale_views: Real-time views whose row was served as missing, with the reason
+            (``TOO_OLD`` or ``FUTURE``), by the staleness policy.
     """
 
     features: dict[str, Any]
     missing_views: list[str]
     staleness_s: dict[str, float]
+    stale_views: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -291,6 +362,8 @@ class OnlineFeatures:
             background; older rows are misses.
         refresh_delay_s: How long stale keys gather before their background read.
         max_entries: Bound of the cache; the oldest-written rows are evicted first.
+        realtime_fresh_s: ``fresh_s`` of the real-time views; 0 reads them on every request.
+        realtime_max_stale_s: ``max_stale_s`` of the real-time views.
     """
 
     def __init__(
@@ -301,31 +374,44 @@ class OnlineFeatures:
         max_stale_s: float = 300.0,
         refresh_delay_s: float = 0.5,
         max_entries: int = 100_000,
+        realtime_fresh_s: float = 1.0,
+        realtime_max_stale_s: float = 5.0,
     ) -> None:
         if fresh_s > max_stale_s:
             raise ValueError("fresh_s must not exceed max_stale_s")
+        if not 0 <= realtime_fresh_s <= realtime_max_stale_s:
+            raise ValueError("realtime_fresh_s must be >= 0 and not exceed realtime_max_stale_s")
         self.source = source
         self.timeout_s = timeout_s
         self.fresh_s = fresh_s
         self.max_stale_s = max_stale_s
         self.refresh_delay_s = refresh_delay_s
         self.max_entries = max_entries
+        self.realtime_fresh_s = realtime_fresh_s
+        # (fresh, max stale) per view: a real-time row changes with every push.
+        self._bounds = {
+            view: (realtime_fresh_s, realtime_max_stale_s)
+            if view in F.REALTIME_VIEWS
+            else (fresh_s, max_stale_s)
+            for view in F.VIEW_KEYS
+        }
         self.stats = CacheStats()
-        self._cache: dict[tuple[str, str], tuple[float, ViewRow]] = {}
-        self._inflight: dict[tuple[str, str], asyncio.Future[ViewRow]] = {}
+        self._cache: dict[tuple[str, Key], tuple[float, ViewRow]] = {}
+        self._inflight: dict[tuple[str, Key], asyncio.Future[ViewRow]] = {}
         # Keys (ordered sets) of the next read and of the next background refresh.
-        self._pending: dict[str, dict[str, None]] = {}
+        self._pending: dict[str, dict[Key, None]] = {}
         self._read_scheduled = False
-        self._stale: dict[str, dict[str, None]] = {}
+        self._stale: dict[str, dict[Key, None]] = {}
         self._refresh_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def caching(self) -> bool:
+        """Whether the batch views are cached (and worth a warm-up)."""
         return self.fresh_s > 0
 
-    def _store(self, view: str, key: str, row: ViewRow, at: float) -> None:
-        if not self.caching:
+    def _store(self, view: str, key: Key, row: ViewRow, at: float) -> None:
+        if self._bounds[view][0] <= 0:
             return
         self._cache.pop((view, key), None)
         self._cache[(view, key)] = (at, row)
@@ -348,7 +434,7 @@ class OnlineFeatures:
                 f"online feature lookup failed: {type(err).__name__}: {err}"
             ) from err
 
-    def _want(self, view: str, key: str, queue: dict[str, dict[str, None]]) -> None:
+    def _want(self, view: str, key: Key, queue: dict[str, dict[Key, None]]) -> None:
         """Queue a read of ``key`` unless one is under way or queued.
 
         A key waiting for a (delayed) background refresh that a request now needs moves to the
@@ -391,7 +477,7 @@ class OnlineFeatures:
         queue, self._stale, self._refresh_scheduled = self._stale, {}, False
         self._launch(queue)
 
-    def _launch(self, queue: dict[str, dict[str, None]]) -> None:
+    def _launch(self, queue: dict[str, dict[Key, None]]) -> None:
         keys = {view: list(ks) for view, ks in queue.items() if ks}
         if not keys:
             return
@@ -399,8 +485,15 @@ class OnlineFeatures:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def lookup(self, rows: list[dict[str, Any]]) -> list[Lookup]:
+    async def lookup(
+        self, rows: list[dict[str, Any]], moments: list[float] | None = None
+    ) -> list[Lookup]:
         """Return the Feast features for each request row (which carries the entity keys).
+
+        Args:
+            rows: Request rows, each with every join key of ``F.ENTITY_KEYS``.
+            moments: Prediction moment of each row (epoch seconds); default the clock now. The
+                staleness policy of the real-time views is applied against it.
 
         Raises:
             FeatureLookupError: A read this request waits for failed or exceeded the timeout.
@@ -410,13 +503,14 @@ class OnlineFeatures:
         found: list[dict[str, ViewRow]] = [{} for _ in rows]
         waits: list[tuple[int, str, asyncio.Future[ViewRow]]] = []
         for i, row in enumerate(rows):
-            for view, key_name in F.VIEW_KEYS.items():
-                key = row[key_name]
-                hit = self._cache.get((view, key)) if self.caching else None
+            for view in F.VIEW_KEYS:
+                key = entity_key(view, row)
+                fresh_s, max_stale_s = self._bounds[view]
+                hit = self._cache.get((view, key)) if fresh_s > 0 else None
                 age = now - hit[0] if hit is not None else math.inf
-                if hit is not None and age <= self.max_stale_s:
+                if hit is not None and age <= max_stale_s:
                     found[i][view] = hit[1]
-                    if age <= self.fresh_s:
+                    if age <= fresh_s:
                         self.stats.hits += 1
                     else:
                         self.stats.stale_hits += 1
@@ -436,7 +530,10 @@ class OnlineFeatures:
             await asyncio.wait({w[2] for w in waits})
             for i, view, fut in waits:
                 found[i][view] = fut.result()  # raises the read's FeatureLookupError
-        return [_lookup_of(views) for views in found]
+        wall = time.time()
+        if moments is None:
+            moments = [wall] * len(rows)
+        return [_lookup_of(views, at) for views, at in zip(found, moments, strict=True)]
 
     def preload(
         self, read: Callable[[KeysByView], Rows], keys: KeysByView, chunk: int = 2_000
@@ -461,15 +558,23 @@ class OnlineFeatures:
             await asyncio.wait(set(self._tasks))
 
 
-def _lookup_of(views: dict[str, ViewRow]) -> Lookup:
-    wall = time.time()
+def _lookup_of(views: dict[str, ViewRow], moment: float) -> Lookup:
+    """One row's features with the staleness policy applied at its prediction moment."""
     feats: dict[str, Any] = {}
     missing: list[str] = []
-    stale: dict[str, float] = {}
+    ages: dict[str, float] = {}
+    stale: dict[str, str] = {}
     for view, vrow in views.items():
-        feats.update(vrow.values)
         if vrow.missing:
             missing.append(view)
+            feats.update(vrow.values)
+            continue
+        age = moment - float(vrow.event_ts or 0.0)
+        ages[view] = age
+        if view in F.REALTIME_VIEWS and (age > REALTIME_MAX_AGE_S or age < 0):
+            # The model saw a missing value where the real-time row was absent: serve that.
+            stale[view] = TOO_OLD if age > 0 else FUTURE
+            feats.update(dict.fromkeys(vrow.values))
         else:
-            stale[view] = max(0.0, wall - float(vrow.event_ts or 0.0))
-    return Lookup(features=feats, missing_views=missing, staleness_s=stale)
+            feats.update(vrow.values)
+    return Lookup(features=feats, missing_views=missing, staleness_s=ages, stale_views=stale)

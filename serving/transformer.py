@@ -9,7 +9,10 @@ server and called in-process, its SavedModel running in a model process, see
 ``--feast_server_url`` (Feast feature server over HTTP).
 
 Request (V1): ``{"instances": [{"carrier": "UA", "origin": "EWR", "dest": "IAH",
-"distance": 1400, "sched_dep_hour": 5, "day_of_week": 1, "month": 1, "tailnum": "N14228"}]}``;
+"distance": 1400, "sched_dep_hour": 5, "day_of_week": 1, "month": 1, "tailnum": "N14228",
+"event_timestamp": "2013-06-14T16:00:00Z"}]}`` (``event_timestamp``, the prediction moment, is
+optional: the real-time features' staleness policy is applied against it, else against the
+server's clock; see ``serving.online`` and docs/serving.md);
 V2: one input per field, shape ``[n]``, over REST or, with ``--grpc_port=PORT`` (0, the default,
 serves no gRPC), over KServe's V2 gRPC service. Response: the delay probability per row. A body
 past ``--max_request_bytes`` (2 MiB) is refused with a 413 (``serving.server``).
@@ -59,6 +62,7 @@ from serving.predictor import (
 from serving.server import PredictError, add_server_args
 from serving.validation import (
     DEFAULT_MAX_BATCH,
+    OPTIONAL_FIELDS,
     RequestError,
     ServingSchema,
     load_schema,
@@ -308,7 +312,11 @@ class FlightDelayTransformer(kserve.Model):
         self.request_log = request_log or RequestLog(None)
         self.decision_threshold = decision_threshold
         self.metrics = M.ModelMetrics(name, version)
-        self._v2_types = v2_input_types(self.get_input_types())
+        # The prediction moment is an optional V2 input too (a string tensor).
+        self._v2_types = {
+            **v2_input_types(self.get_input_types()),
+            **dict.fromkeys(OPTIONAL_FIELDS, "BYTES"),
+        }
         self._answered: dict[str, M.ModelMetrics] = {version: self.metrics}
         self.ready = False
 
@@ -338,7 +346,9 @@ class FlightDelayTransformer(kserve.Model):
                     raise RequestError("body", f"malformed JSON: {err}") from err
             if v2:
                 assert isinstance(payload, InferRequest)  # v2 is decided by the payload's type
-                cols = validate_v2_inputs(payload.inputs, self._v2_types, self.max_batch)
+                cols = validate_v2_inputs(
+                    payload.inputs, self._v2_types, self.max_batch, OPTIONAL_FIELDS
+                )
                 raw = v2_columns_to_instances(cols)
             elif isinstance(payload, dict) and "instances" in payload:
                 raw = payload["instances"]
@@ -349,23 +359,35 @@ class FlightDelayTransformer(kserve.Model):
             raise InvalidInput(str(err)) from err
 
         t0 = time.perf_counter()
-        lookups = await self.online.lookup(instances)
+        # The prediction moment: the request's event_timestamp, else now (the staleness policy
+        # of the real-time views is applied against it, see serving.online).
+        wall = time.time()
+        moments = [inst.get(F.EVENT_TIMESTAMP, wall) for inst in instances]
+        lookups = await self.online.lookup(instances, moments)
         self.metrics.stage["feature_lookup"].observe(time.perf_counter() - t0)
 
         rows, missing = [], []
+        newest: dict[str, float] = {}
         for i, (inst, found) in enumerate(zip(instances, lookups, strict=True)):
             for view in found.missing_views:
                 self.metrics.missing(view).inc()
                 if self.missing_entity_policy == "reject":
-                    key = F.VIEW_KEYS[view]
+                    names = F.VIEW_KEYS[view]
                     raise InvalidInput(
-                        f"instances[{i}].{key}: {inst[key]!r} not found in the online store "
-                        f"(feature view {view}); the missing-entity policy is 'reject'"
+                        f"instances[{i}].{'/'.join(names)}: "
+                        f"{'/'.join(str(inst[n]) for n in names)!r} not found in the online "
+                        f"store (feature view {view}); the missing-entity policy is 'reject'"
                     )
+            for view, reason in found.stale_views.items():
+                self.metrics.stale(view, reason).inc()
             for view, age in found.staleness_s.items():
-                self.metrics.staleness(view).observe(age)
+                self.metrics.staleness(view).observe(max(0.0, age))
+                if view in F.REALTIME_VIEWS and age >= 0:
+                    newest[view] = min(age, newest.get(view, math.inf))
             rows.append({**inst, **found.features})
             missing.append(found.missing_views)
+        for view, age in newest.items():
+            self.metrics.freshness(view).set(age)
         return Pending(request_id, v2, started, instances, rows, missing)
 
     def validate(self, payload: Any) -> Any:
@@ -509,6 +531,20 @@ def add_online_feature_args(p: argparse.ArgumentParser) -> None:
         help="Serve a cached row up to this old while it is refreshed in the background.",
     )
     p.add_argument(
+        "--realtime_cache_ttl_s",
+        type=float,
+        default=1.0,
+        help="Serve a real-time view's cached row this long without a read; 0 reads the "
+        "real-time views on every request.",
+    )
+    p.add_argument(
+        "--realtime_max_stale_s",
+        type=float,
+        default=5.0,
+        help="Serve a real-time view's cached row up to this old while it is refreshed in the "
+        "background (bounds how late a pushed row reaches requests).",
+    )
+    p.add_argument(
         "--no_feature_warmup",
         dest="feature_warmup",
         action="store_false",
@@ -569,6 +605,8 @@ def online_features(args: argparse.Namespace) -> OnlineFeatures:
         timeout_s=args.feature_timeout_ms / 1000,
         fresh_s=args.feature_cache_ttl_s,
         max_stale_s=max(args.feature_max_stale_s, args.feature_cache_ttl_s),
+        realtime_fresh_s=args.realtime_cache_ttl_s,
+        realtime_max_stale_s=max(args.realtime_max_stale_s, args.realtime_cache_ttl_s),
     )
     M.FEATURE_CACHE.caches.append(online)
     if args.feature_warmup and online.caching and isinstance(source, FeastSdkSource):

@@ -11,14 +11,20 @@ the schema, and a value outside them is refused with a 4xx naming the field and 
 mistyped airport code is a caller's bug, not a new airport). An unknown ``tailnum`` is not an
 error: it is an entity key, and a plane absent from the Feast online store is handled by the
 transformer's missing-entity policy.
+
+An instance may also carry ``event_timestamp`` (``F.EVENT_TIMESTAMP``), the prediction moment as
+an ISO 8601 time with its UTC offset (``2013-06-14T16:00:00Z``): the staleness policy of the
+real-time features is applied against it (``serving.online``); without it the moment is the
+server's clock. A time without an offset is refused: it would be read in the server's zone.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,18 +130,46 @@ def _category(value: Any, name: str, index: int, schema: ServingSchema) -> str:
     return value
 
 
+# Fields an instance may leave out: the prediction moment (default: the server's clock).
+OPTIONAL_FIELDS: tuple[str, ...] = (F.EVENT_TIMESTAMP,)
+
+
+def parse_moment(value: Any, index: int | None = None) -> float:
+    """An ISO 8601 time with a UTC offset as epoch seconds.
+
+    Raises:
+        RequestError: Not a string, not ISO 8601, or without an offset; names the field.
+    """
+    name = F.EVENT_TIMESTAMP
+    if not isinstance(value, str):
+        raise RequestError(name, f"must be an ISO 8601 string, got {type(value).__name__}", index)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as err:
+        raise RequestError(name, f"not an ISO 8601 time: {value[:40]!r}", index) from err
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise RequestError(
+            name, f"{value[:40]!r} has no UTC offset (e.g. 2013-06-14T16:00:00Z)", index
+        )
+    return moment.timestamp()
+
+
 def validate_instance(raw: Any, index: int, schema: ServingSchema) -> dict[str, Any]:
     """Validate one request instance and return it with numbers as floats.
+
+    An ``event_timestamp`` given (not null) is returned as epoch seconds; absent, it is absent.
 
     Raises:
         RequestError: A field is missing, unknown, of the wrong type, out of its domain or NaN.
     """
     if not isinstance(raw, Mapping):
         raise RequestError("instances", f"each instance must be an object, got {raw!r}", index)
-    unknown = sorted(set(raw) - set(F.REQUEST_FIELDS))
+    unknown = sorted(set(raw) - set(F.REQUEST_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise RequestError(unknown[0], "unknown field", index)
     out: dict[str, Any] = {}
+    if raw.get(F.EVENT_TIMESTAMP) is not None:
+        out[F.EVENT_TIMESTAMP] = parse_moment(raw[F.EVENT_TIMESTAMP], index)
     for name in F.REQUEST_FIELDS:
         if name not in raw or raw[name] is None:
             raise RequestError(name, "missing field", index)
@@ -184,7 +218,7 @@ def v2_columns_to_instances(inputs: Mapping[str, list[Any]]) -> list[dict[str, A
     Raises:
         RequestError: A field is missing, unknown, or its length differs from the others.
     """
-    unknown = sorted(set(inputs) - set(F.REQUEST_FIELDS))
+    unknown = sorted(set(inputs) - set(F.REQUEST_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise RequestError(unknown[0], "unknown input")
     missing = [n for n in F.REQUEST_FIELDS if n not in inputs]
@@ -195,7 +229,8 @@ def v2_columns_to_instances(inputs: Mapping[str, list[Any]]) -> list[dict[str, A
     for name, length in lengths.items():
         if length != n:
             raise RequestError(name, f"has {length} values, {F.REQUEST_FIELDS[0]} has {n}")
-    return [{name: inputs[name][i] for name in F.REQUEST_FIELDS} for i in range(n)]
+    names = [name for name in (*F.REQUEST_FIELDS, *OPTIONAL_FIELDS) if name in inputs]
+    return [{name: inputs[name][i] for name in names} for i in range(n)]
 
 
 # V2 datatypes this platform's tensors use, and the Python values a decoded JSON/gRPC tensor of
@@ -246,7 +281,10 @@ def _flat(name: str, data: Any, two_d: bool) -> list[Any]:
 
 
 def validate_v2_inputs(
-    inputs: Any, expected: Mapping[str, str], max_batch: int | None = DEFAULT_MAX_BATCH
+    inputs: Any,
+    expected: Mapping[str, str],
+    max_batch: int | None = DEFAULT_MAX_BATCH,
+    optional: Collection[str] = (),
 ) -> dict[str, list[Any]]:
     """Check V2 input tensors against the declared inputs, then return them as columns.
 
@@ -258,8 +296,9 @@ def validate_v2_inputs(
     Args:
         inputs: The request's ``InferInput`` objects (REST or gRPC decoded).
         expected: Datatype per input name (the model's ``get_input_types``); every one is
-            required and no other is accepted.
+            required, unless named in ``optional``, and no other is accepted.
         max_batch: Largest row count accepted; ``None`` for no bound but the body cap.
+        optional: Inputs of ``expected`` a request may leave out.
 
     Returns:
         Column per input name: a flat list of ``n`` values, ``BYTES`` decoded to ``str``.
@@ -267,7 +306,7 @@ def validate_v2_inputs(
     Raises:
         RequestError: The first problem found, naming the input.
     """
-    seen = _v2_by_name(inputs, expected)
+    seen = _v2_by_name(inputs, expected, optional)
     columns: dict[str, list[Any]] = {}
     batch: tuple[str, int] | None = None
     for name, tensor in seen.items():
@@ -286,7 +325,9 @@ def validate_v2_inputs(
     return columns
 
 
-def _v2_by_name(inputs: Any, expected: Mapping[str, str]) -> dict[str, Any]:
+def _v2_by_name(
+    inputs: Any, expected: Mapping[str, str], optional: Collection[str] = ()
+) -> dict[str, Any]:
     """The request's tensors by name: each expected input exactly once, no other."""
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("inputs", "must be a non-empty list of tensors")
@@ -298,7 +339,7 @@ def _v2_by_name(inputs: Any, expected: Mapping[str, str]) -> dict[str, Any]:
         if name in seen:
             raise RequestError(name, "input given twice")
         seen[name] = tensor
-    missing = [n for n in expected if n not in seen]
+    missing = [n for n in expected if n not in seen and n not in optional]
     if missing:
         raise RequestError(missing[0], "missing input")
     return seen

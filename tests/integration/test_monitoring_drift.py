@@ -19,8 +19,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from components.monitor.core import MonitorResult, push_metrics, run_monitor
+from components.monitor.core import (
+    DEFAULT_MIN_SAMPLES,
+    MonitorConfig,
+    MonitorResult,
+    export_metrics,
+    push_metrics,
+    run_monitor,
+)
 from mlops import features as F
 from mlops.retrain import Cause, Ledger, causes_from_alerts, retrain_if_needed
 from mlops.rollout import PrometheusClient
@@ -86,10 +94,50 @@ def test_summer_traffic_raises_skew_and_drift(results: dict[str, MonitorResult])
     assert {"temp", "dewp"} <= set(summer.skewed)
     assert {"temp", "dewp"} <= set(summer.drifted)
     assert summer.skew["temp"] > 3 * winter.skew["temp"]
+    # 3,000 requests are enough to judge the weather (the minimum-sample guard lets them through).
+    assert summer.requests > DEFAULT_MIN_SAMPLES
+    assert not {"temp", "dewp", "carrier", "origin"} & set(summer.skew_insufficient)
+    # The real-time features are compared like the others (issue #15); a feature the schema
+    # gives no comparator (month: every window differs by design) is listed, not skipped silently.
+    realtime = {f.name for f in F.REALTIME_FEATURES}
+    assert realtime <= set(summer.skew) | set(summer.skew_insufficient)
+    assert not realtime & set(summer.not_compared) and "month" in summer.not_compared
     # Feedback joined by request id gives live per-slice quality.
     assert summer.labelled == 3000
     slices = {(q["slice_key"], q["slice_value"]) for q in summer.slice_quality}
     assert ("all", "all") in slices and ("origin", "JFK") in slices
+
+
+def test_a_few_hundred_requests_are_insufficient_data_not_findings(
+    training_set: TrainingSet, windows: dict
+) -> None:
+    """Issue #16: 300 requests of the very month the model was trained on flagged skew on several
+    features (thresholds set on whole months, no minimum sample). With the guard they are
+    reported as insufficient data, no gauge is exported for them, and no alert can fire."""
+    _, jan_eval = training_set("2013-01", "2013-01")
+    small = jan_eval.sample(300, random_state=3)
+    work = windows["work"]
+    path = request_log(small, np.full(len(small), 0.5), work / "small.jsonl")
+    unguarded = run_monitor(path, windows["train_stats"], work / "m-small-1",
+                            config=MonitorConfig(min_samples=1))  # fmt: skip
+    guarded = run_monitor(path, windows["train_stats"], work / "m-small")
+    # The failure the guard is for is real on this sample (measured: 5 of 35 features, among
+    # them wind_speed, plane_year and tail_hours_since_prev_dep) ...
+    assert len(unguarded.skewed) >= 3, unguarded.skewed
+    # ... and with it nothing is a finding: every compared feature is insufficient data.
+    assert guarded.skewed == [] and guarded.skew == {}
+    assert set(guarded.skew_insufficient) == set(unguarded.skew)
+    assert guarded.skew_insufficient["carrier"].startswith("insufficient data: n=300 served")
+    exported = export_metrics(guarded, "flight-delay")
+    assert (
+        exported.get_sample_value(
+            "flight_delay_feature_drift",
+            {"model": "flight-delay", "feature": "carrier", "comparison": "skew"},
+        )
+        is None
+    )
+    with pytest.raises(ValidationError, match="min_samples"):
+        MonitorConfig(min_samples=0)
 
 
 @pytest.fixture(scope="module")

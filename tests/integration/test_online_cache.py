@@ -62,25 +62,35 @@ def rows(prepared_repo: Path) -> list[dict[str, str]]:
     """Entity keys of 40 real flights of the materialized window (some tail numbers repeat)."""
     flights = pd.read_parquet(prepared_repo / "data" / "flights.parquet")
     flights = flights[flights[F.EVENT_TIMESTAMP] < pd.Timestamp(AT)].tail(40)
-    return [{k: str(r[k]) for k in F.ENTITY_KEYS} for r in flights.to_dict(orient="records")]
+    return [{**{k: str(r[k]) for k in F.ENTITY_KEYS}, "at": r[F.EVENT_TIMESTAMP].isoformat()}
+            for r in flights.to_dict(orient="records")]  # fmt: skip
 
 
 def test_cached_lookup_equals_a_direct_feast_read(sdk: FeastSdkSource, rows: list) -> None:
     """Features through the cache (cold, then warm) are the SDK's own answer for the rows."""
-    direct = sdk.store.get_online_features(
-        features=sdk.service, entity_rows=rows
-    ).to_dict()  # fmt: skip
-    online = OnlineFeatures(CountingSource(sdk), timeout_s=5.0, fresh_s=60, max_stale_s=120)
+    entity_rows = [{k: r[k] for k in F.ENTITY_KEYS} for r in rows]
+    direct = sdk.store.get_online_features(features=sdk.service, entity_rows=entity_rows).to_dict()
+    online = OnlineFeatures(CountingSource(sdk), timeout_s=5.0, fresh_s=60, max_stale_s=120,
+                            realtime_fresh_s=60, realtime_max_stale_s=60)  # fmt: skip
+    # Each flight's own departure minute: its real-time rows are those materialized for it
+    # (or older ones, which the staleness policy may serve as missing).
+    moments = [datetime.fromisoformat(r["at"]).timestamp() for r in rows]
 
     async def run() -> tuple[list, list]:
-        return await online.lookup(rows), await online.lookup(rows)
+        return await online.lookup(rows, moments), await online.lookup(rows, moments)
 
     cold, warm = asyncio.run(run())
+    source_of = {f.name: f.source for f in F.FEAST_FEATURES}
     for i, (a, b) in enumerate(zip(cold, warm, strict=True)):
         assert a.features == b.features
         for name, value in a.features.items():
             expected = direct[name][i]
-            assert value == expected or (value is None and expected is None), name
+            if source_of[name] in a.stale_views:
+                assert value is None, name
+            else:
+                assert value == expected or (value is None and expected is None), name
+    # The policy let through real-time rows (the flights' own minutes were materialized).
+    assert sum(len(a.stale_views) for a in cold) < len(rows) * len(F.REALTIME_VIEWS)
     assert online.stats.reads == 1  # the warm pass read nothing
     assert online.stats.hits == len(rows) * len(F.VIEW_KEYS)
 
@@ -97,21 +107,27 @@ def test_concurrent_misses_share_one_read(sdk: FeastSdkSource, rows: list) -> No
     assert len(source.reads) == 1
     tails = source.reads[0][F.PLANE_VIEW]
     assert len(tails) == len(set(tails)) == len({r[F.TAILNUM] for r in rows[:24]})
+    # The compound key of the carrier's departures at the origin: each (carrier, origin) once.
+    pairs = source.reads[0][F.CARRIER_ORIGIN_RT_VIEW]
+    assert set(pairs) == {(r[F.CARRIER], r[F.ORIGIN]) for r in rows[:24]}
+    assert len(pairs) == len(set(pairs))
 
 
 def test_stale_rows_are_served_then_refreshed_and_expire(sdk: FeastSdkSource, rows: list) -> None:
     source = CountingSource(sdk)
     online = OnlineFeatures(
-        source, timeout_s=5.0, fresh_s=0.2, max_stale_s=1.0, refresh_delay_s=0.05
-    )
+        source, timeout_s=5.0, fresh_s=0.2, max_stale_s=1.0, refresh_delay_s=0.05,
+        realtime_fresh_s=60, realtime_max_stale_s=60,  # the batch views' cache is under test
+    )  # fmt: skip
     few = rows[:3]
+    batch_views = len(F.VIEW_KEYS) - len(F.REALTIME_VIEWS)
 
     async def run() -> None:
         await online.lookup(few)
         assert len(source.reads) == 1
         await asyncio.sleep(0.3)  # past fresh, within max_stale: served, refreshed after
         await online.lookup(few)
-        assert online.stats.stale_hits == len(few) * len(F.VIEW_KEYS)
+        assert online.stats.stale_hits == len(few) * batch_views
         assert len(source.reads) == 1  # the request did not wait for a read
         await asyncio.sleep(0.2)
         assert len(source.reads) == 2  # the background refresh ran
@@ -139,6 +155,7 @@ def test_unknown_entities_are_missing_and_preload_fills_the_cache(
     online = OnlineFeatures(source, timeout_s=5.0, fresh_s=60, max_stale_s=120)
     keys = entity_keys_of_repo(sdk.store)
     assert len(keys[F.PLANE_VIEW]) > 3000 and len(keys[F.WEATHER_VIEW]) == 3
+    assert not set(keys) & set(F.REALTIME_VIEWS)  # rows that change per push: not preloaded
     started = time.perf_counter()
     loaded = online.preload(sdk.read_sync, keys)
     assert loaded == sum(len(v) for v in keys.values())
@@ -149,12 +166,14 @@ def test_unknown_entities_are_missing_and_preload_fills_the_cache(
         return await online.lookup([*rows, unknown])
 
     found = asyncio.run(run())
-    # Only tail numbers the planes table lacks are read: everything else was preloaded.
-    known = set(keys[F.PLANE_VIEW])
+    # Only tail numbers the planes table lacks are read among the batch views: everything else
+    # was preloaded. The real-time views are read (they are not preloaded).
+    known = {k[0] for k in keys[F.PLANE_VIEW]}
     expected = {r[F.TAILNUM] for r in rows if r[F.TAILNUM] not in known} | {"N0NE"}
-    assert len(source.reads) == 1 and set(source.reads[0]) == {F.PLANE_VIEW}
-    assert set(source.reads[0][F.PLANE_VIEW]) == expected
-    assert found[-1].missing_views == [F.PLANE_VIEW]
+    assert len(source.reads) == 1
+    assert set(source.reads[0]) == {F.PLANE_VIEW, *F.REALTIME_VIEWS}
+    assert {k[0] for k in source.reads[0][F.PLANE_VIEW]} == expected
+    assert F.PLANE_VIEW in found[-1].missing_views
     assert all(found[-1].features[n] is None for n in ("plane_year", "plane_seats"))
 
 

@@ -94,11 +94,17 @@ def server(prepared_repo: Path, flights: pd.DataFrame,
 
 
 def instances(df: pd.DataFrame) -> list[dict]:
+    """Request instances of the flights, their prediction moment (T, the departure minute) set.
+
+    The real-time rows the online store holds were stamped T; without the moment the server's
+    clock would find them years old and serve them as missing (the staleness policy).
+    """
     out = []
     for rec in df.to_dict(orient="records"):
         inst = {n: rec[n] for n in F.REQUEST_FEATURE_NAMES}
         inst[F.TAILNUM] = rec[F.TAILNUM]
         out.append({k: (float(v) if k in F.NUMERIC_FEATURES else str(v)) for k, v in inst.items()})
+        out[-1][F.EVENT_TIMESTAMP] = pd.Timestamp(rec[F.EVENT_TIMESTAMP]).isoformat()
     return out
 
 
@@ -141,6 +147,11 @@ def test_training_serving_consistency(server: dict, flights: pd.DataFrame) -> No
     assert [r["score"] for r in last] == pytest.approx(body["predictions"])
     temps = [r["features"]["temp"] for r in last]
     assert temps == pytest.approx(flights["temp"].tolist())
+    # The real-time features served at T are the offline point-in-time join's, value for value.
+    for f in F.REALTIME_FEATURES:
+        served = [np.nan if r["features"][f.name] is None else r["features"][f.name] for r in last]
+        np.testing.assert_allclose(served, flights[f.name].to_numpy(float), err_msg=f.name)
+    assert flights["origin_deps_60m"].notna().all()  # the rows were there to be served
 
 
 @pytest.mark.parametrize(
@@ -363,7 +374,7 @@ def grpc_request(insts: list[dict], **over: dict) -> object:
         if numeric:
             t.contents.fp32_contents.extend(float(i[k]) for i in insts)
         else:
-            t.contents.bytes_contents.extend(i[k].encode() for i in insts)
+            t.contents.bytes_contents.extend(str(i[k]).encode() for i in insts)
         for field, value in over.get(k, {}).items():
             if field == "shape":
                 del t.shape[:]

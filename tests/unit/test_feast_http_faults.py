@@ -17,7 +17,7 @@ from serving.online import VIEW_FEATURES, FeastHttpSource, FeatureLookupError, O
 
 pytestmark = pytest.mark.unit
 
-KEYS = {F.WEATHER_VIEW: ["JFK"]}
+KEYS = {F.WEATHER_VIEW: [("JFK",)]}
 Answer = Callable[[int], tuple[int, bytes, float]]
 
 
@@ -70,7 +70,7 @@ def read(url: str, timeout_s: float = 1.0) -> dict[str, object]:
         source = FeastHttpSource(url, timeout_s=timeout_s)
         lookup = OnlineFeatures(source, timeout_s=timeout_s, fresh_s=0)
         rows = await lookup._read(KEYS)
-        return rows[F.WEATHER_VIEW]["JFK"].values
+        return rows[F.WEATHER_VIEW][("JFK",)].values
 
     return asyncio.run(go())
 

@@ -44,6 +44,9 @@ def test_valid_batch_is_returned_with_floats() -> None:
         (good(tailnum="not a tail"), "tailnum", "not a tail number"),
         ({k: v for k, v in good().items() if k != "month"}, "month", "missing field"),
         (good(colour="red"), "colour", "unknown field"),
+        (good(event_timestamp="yesterday"), "event_timestamp", "not an ISO 8601 time"),
+        (good(event_timestamp="2013-06-14T16:00:00"), "event_timestamp", "no UTC offset"),
+        (good(event_timestamp=1371225600), "event_timestamp", "must be an ISO 8601 string"),
     ],
 )
 def test_bad_instance_names_its_field(row: dict[str, Any], field: str, words: str) -> None:
@@ -52,6 +55,18 @@ def test_bad_instance_names_its_field(row: dict[str, Any], field: str, words: st
     assert err.value.field == field
     assert err.value.index == 1
     assert words in str(err.value) and f"instances[1].{field}" in str(err.value)
+
+
+def test_event_timestamp_is_optional_and_read_as_epoch_seconds() -> None:
+    """The prediction moment: any UTC offset, converted; absent or null, left out."""
+    utc, eastern = "2013-06-14T16:00:00Z", "2013-06-14T12:00-04:00"
+    out = validate_instances(
+        [good(event_timestamp=utc), good(event_timestamp=eastern), good(),
+         good(event_timestamp=None)],
+        SCHEMA,
+    )  # fmt: skip
+    assert out[0]["event_timestamp"] == out[1]["event_timestamp"] == 1371225600.0
+    assert "event_timestamp" not in out[2] and "event_timestamp" not in out[3]
 
 
 def test_oversized_empty_and_non_list_batches() -> None:
