@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops import features as F
 from mlops import telemetry as T
 from tools.k8s_validate import CHART
 
@@ -61,7 +62,8 @@ def test_rules_use_only_metric_names_of_the_telemetry_module() -> None:
     groups = yaml.safe_load((RULES_DIR / "alerts.rules.yml").read_text())["groups"]
     exprs = " ".join(r["expr"] for g in groups for r in g["rules"])
     names = {T.FEATURE_DRIFT, T.FEATURE_DRIFT_THRESHOLD, T.PREDICTIONS, T.REQUESTS,
-             T.REQUEST_ERRORS, f"{T.STAGE_LATENCY}_bucket", T.ROLLOUT_STATE}  # fmt: skip
+             T.REQUEST_ERRORS, f"{T.STAGE_LATENCY}_bucket", T.ROLLOUT_STATE,
+             T.FEATURE_FRESHNESS}  # fmt: skip
     for name in names:
         assert name in exprs, name
     alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
@@ -71,4 +73,9 @@ def test_rules_use_only_metric_names_of_the_telemetry_module() -> None:
         "FlightDelayErrorRateHigh",
         "FlightDelayLatencyP99High",
         "FlightDelayCanaryRolledBack",
+        "FlightDelayRealtimeFeaturesStale",
     }
+    # The stale-feed alert's bound is the serving staleness bound of the contract.
+    stale = next(r for g in groups for r in g["rules"]
+                 if r.get("alert") == "FlightDelayRealtimeFeaturesStale")  # fmt: skip
+    assert stale["expr"].endswith(f"> {F.REALTIME_MAX_AGE_MINUTES * 60}")

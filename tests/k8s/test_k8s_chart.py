@@ -245,7 +245,7 @@ def test_prometheus_rule_embeds_the_canonical_rule_file(
     spec.write_text(yaml.safe_dump(rule["spec"]))
     proc = subprocess.run([promtool, "check", "rules", str(spec)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 7 rules found" in proc.stdout
+    assert "SUCCESS: 8 rules found" in proc.stdout
 
 
 def test_notes_render_with_the_endpoint(helm_bin: Path, tmp_path: Path) -> None:
