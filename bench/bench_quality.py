@@ -275,7 +275,7 @@ def pipeline_figures(repo: Path, work: Path) -> tuple[dict[str, Any], dict[str, 
     figures["model_operating_threshold"] = threshold.get("value")
     figures["model_operating_threshold_source"] = threshold.get("source")
     trained = json.loads(steps["train-op"]["Output"]["value"])
-    for key in ("validation_auc", "eval_auc", "logistic_auc", "epochs_run"):
+    for key in ("validation_auc", "logistic_validation_auc", "operating_threshold", "epochs_run"):
         if key in trained:
             figures[f"model_train_{key}"] = trained[key]
     # The same eval rows as the baselines'? ingest's split metadata says where it cut.
