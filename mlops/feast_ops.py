@@ -138,6 +138,50 @@ def _batches(counts: pd.Series, speed: float, batch_rows: int) -> list[pd.Timest
     return ends
 
 
+class RealtimeFeed:
+    """The real-time views' rows of a time range, pushed online in time order as time advances.
+
+    One ``FeatureStore`` and one read of the prepared rows serve every :meth:`advance`, so a
+    caller can move the online store forward moment by moment (the shadow replay does, before
+    each request) as cheaply as :func:`stream` pushes a whole range.
+    """
+
+    def __init__(self, repo_path: Path, rows: dict[str, pd.DataFrame]) -> None:
+        self._store = _store(repo_path)
+        self._rows = rows
+        self._times = {v: pd.DatetimeIndex(df[F.EVENT_TIMESTAMP]) for v, df in rows.items()}
+        self._next: pd.Timestamp | None = None  # everything before it has been pushed
+
+    @classmethod
+    def of_range(cls, repo_path: Path, start: pd.Timestamp, end: pd.Timestamp) -> RealtimeFeed:
+        """The feed of ``[start, end]`` (UTC) from the repository's prepared data."""
+        if not is_prepared(repo_path / "data"):
+            raise DataError(f"{repo_path / 'data'} has no prepared sources; run `mlops prepare`")
+        return cls(repo_path, realtime_rows(repo_path / "data", start, end))
+
+    def advance(self, to: pd.Timestamp) -> dict[str, int]:
+        """Push every row stamped up to ``to`` not pushed yet; the rows pushed per view.
+
+        Within one call only each entity's newest row is sent: the online store ends in the
+        same state as pushing every row in order.
+        """
+        from feast.data_source import PushMode
+
+        pushed = {}
+        for view, df in self._rows.items():
+            # Rows are sorted by time: what is due is one slice.
+            i = 0 if self._next is None else self._times[view].searchsorted(self._next, "left")
+            j = self._times[view].searchsorted(to, side="right")
+            part = df.iloc[i:j]
+            if part.empty:
+                continue
+            newest = part.drop_duplicates(list(F.VIEW_KEYS[view]), keep="last")
+            self._store.push(push_source_name(view), newest, to=PushMode.ONLINE)
+            pushed[view] = len(part)
+        self._next = to + pd.Timedelta(1, "ns")
+        return pushed
+
+
 def stream(
     repo_path: Path,
     start: datetime | str,
@@ -166,8 +210,6 @@ def stream(
     Raises:
         DataError: A bad range, speed or bound, or no row in the range.
     """
-    from feast.data_source import PushMode
-
     t_start, t_end = _utc_timestamp(start, "--start"), _utc_timestamp(end, "--end")
     if t_start > t_end:
         raise DataError(f"--start {t_start} is after --end {t_end}")
@@ -183,32 +225,22 @@ def stream(
     if all(df.empty for df in rows.values()):
         raise DataError(f"no real-time rows between {t_start} and {t_end}; the data covers 2013")
     counts, truncated = _timeline(rows, max_rows)
-    store = _store(repo_path)
+    feed = RealtimeFeed(repo_path, rows)
     report = StreamReport(rows={view: 0 for view in rows}, truncated=truncated)
-    times = {view: pd.DatetimeIndex(df[F.EVENT_TIMESTAMP]) for view, df in rows.items()}
     t0 = time.perf_counter()
     prev: pd.Timestamp | None = None
     lo = counts.index[0]
     for batch_end in _batches(counts, speed, batch_rows):
         if speed > 0 and prev is not None:
             time.sleep((batch_end - prev).total_seconds() / speed)
-        pushed = []
-        for view, df in rows.items():
-            # Rows are sorted by time: the batch is one slice.
-            i = times[view].searchsorted(lo, side="left")
-            j = times[view].searchsorted(batch_end, side="right")
-            part = df.iloc[i:j]
-            if part.empty:
-                continue
-            newest = part.drop_duplicates(list(F.VIEW_KEYS[view]), keep="last")
-            store.push(push_source_name(view), newest, to=PushMode.ONLINE)
-            report.rows[view] += len(part)
-            pushed.append(f"{view} {len(part)}")
+        pushed = feed.advance(batch_end)
+        for view, n in pushed.items():
+            report.rows[view] += n
         report.batches += 1
         report.first = report.first or lo
         report.last = batch_end
         if echo:
-            echo(f"pushed {lo} .. {batch_end}: {', '.join(pushed)}")
+            echo(f"pushed {lo} .. {batch_end}: " + ", ".join(f"{v} {n}" for v, n in pushed.items()))
         prev, lo = batch_end, batch_end + pd.Timedelta(1, "ns")
     report.seconds = time.perf_counter() - t0
     return report

@@ -2,11 +2,12 @@
 
 Starts the real KServe model server on 127.0.0.1 with the ``production`` version as
 ``<model>`` and the candidate as ``<model>-candidate`` (one process, both models), and a real
-Prometheus scraping it. Held-out flights are replayed to both; the rollout analysis of
-:mod:`mlops.rollout` then reads the same series it reads for a cluster canary, and the decision
-is recorded in the registry (``production`` moves only on promote). Missing evidence (a series
-absent, too few requests, Prometheus failing) is a hold: the replay is one-off, so a held
-candidate stays where it is and ``production`` does not move.
+Prometheus scraping it. Held-out flights are replayed to both, each at its moment (its scheduled
+departure), with the real-time feature rows up to that moment pushed into the online store
+first; the rollout analysis of :mod:`mlops.rollout` then reads the same series it reads for a
+cluster canary, and the decision is recorded in the registry (``production`` moves only on
+promote). Missing evidence (a series absent, too few requests, Prometheus failing) is a hold: the
+replay is one-off, so a held candidate stays where it is and ``production`` does not move.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def serving_pair(
         f"--model_dir={stable_dir}", f"--second_model_dir={candidate_dir}",
         f"--second_model_name={model_name}{CANDIDATE_SUFFIX}", f"--feast_repo={feature_repo}",
         f"--http_port={port}", f"--request_log={request_log or work / 'requests.jsonl'}",
+        # The replay moves through hours of moments in seconds: read real-time rows uncached,
+        # so each request gets the rows of its own moment, not the previous request's.
+        "--realtime_cache_ttl_s=0", "--realtime_max_stale_s=0",
     ]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     ready = f"{base}/v2/models/{model_name}{CANDIDATE_SUFFIX}/ready"
@@ -160,12 +164,42 @@ def prometheus(
 
 
 def replay_rows(flights: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
-    """Request instances (request features + tail number) of held-out flights."""
+    """Request instances of held-out flights: request features, tail number and the moment.
+
+    The moment (``event_timestamp``, the scheduled departure) lets the server judge the real-time
+    features as of that flight's prediction time, as it would have served them live.
+    """
     rows = []
-    for rec in flights.head(limit).to_dict(orient="records"):
+    chosen = flights.head(limit)
+    if F.EVENT_TIMESTAMP in chosen:
+        # Traffic arrives in time order, and the feed can only move forward.
+        chosen = chosen.sort_values(F.EVENT_TIMESTAMP, kind="stable")
+    for rec in chosen.to_dict(orient="records"):
         inst = {n: rec[n] for n in F.REQUEST_FIELDS}
-        rows.append({k: (float(v) if k in F.NUMERIC_FEATURES else str(v)) for k, v in inst.items()})
+        row: dict[str, Any] = {
+            k: (float(v) if k in F.NUMERIC_FEATURES else str(v)) for k, v in inst.items()
+        }
+        if F.EVENT_TIMESTAMP in rec:
+            row[F.EVENT_TIMESTAMP] = pd.Timestamp(rec[F.EVENT_TIMESTAMP]).isoformat()
+        rows.append(row)
     return rows
+
+
+def _feed_for(feature_repo: Path, rows: list[dict[str, Any]]) -> Any:
+    """The real-time feed of the replay's time span, or None when the rows carry no moment.
+
+    It pushes into the repository's online store (the one the shadow server reads) every
+    real-time row up to each request's moment just before the request: the replay sees the
+    real-time features as a live feed would have served them at that moment.
+    """
+    from mlops.feast_ops import RealtimeFeed
+
+    moments = [pd.Timestamp(r[F.EVENT_TIMESTAMP]) for r in rows if F.EVENT_TIMESTAMP in r]
+    if not moments:
+        return None
+    # Rows older than the staleness bound before the first moment would be served as missing.
+    start = min(moments) - pd.Timedelta(minutes=F.REALTIME_MAX_AGE_MINUTES)
+    return RealtimeFeed.of_range(feature_repo, start, max(moments))
 
 
 def post(url: str, body: dict[str, Any]) -> int:
@@ -243,6 +277,7 @@ def shadow_rollout(
         )
         with pair as base, prometheus(base.removeprefix("http://"), work) as prom:
             rows = replay_rows(replay, requests + WARMUP)
+            feed = _feed_for(feature_repo, rows)
             urls = [
                 f"{base}/v1/models/{n}:predict" for n in (model_name, model_name + CANDIDATE_SUFFIX)
             ]
@@ -251,6 +286,8 @@ def shadow_rollout(
             # windowed increase() over the replay starts from a sample, not from nothing.
             names = (model_name, model_name + CANDIDATE_SUFFIX)
             for i, inst in enumerate(rows):
+                if feed is not None:
+                    feed.advance(pd.Timestamp(inst[F.EVENT_TIMESTAMP]))
                 for url in urls:
                     post(url, {"instances": [inst]})
                 if i == WARMUP - 1:

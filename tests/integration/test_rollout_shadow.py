@@ -8,6 +8,7 @@ decisions are checked against the KServe SDK's types.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,11 +38,19 @@ def setup(prepared_repo: Path, training_set: TrainingSet,
             "replay": evaluation.sample(320, random_state=3)}  # fmt: skip
 
 
-def test_good_candidate_is_promoted_then_bad_one_rolled_back(setup: dict) -> None:
+def test_good_candidate_is_promoted_then_bad_one_rolled_back(setup: dict, tmp_path: Path) -> None:
     registry, v = setup["registry"], setup["versions"]
 
-    good = shadow_rollout(registry, MODEL, v["good"], setup["repo"], setup["replay"], requests=300)
+    log = tmp_path / "requests.jsonl"
+    good = shadow_rollout(registry, MODEL, v["good"], setup["repo"], setup["replay"], requests=300,
+                          request_log=log)  # fmt: skip
     assert good.decision == "promote", good.reasons
+    # Each flight was replayed at its moment with the real-time rows of that moment pushed
+    # first: the server used them (every flight has its own rows at its scheduled departure).
+    served = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(served) >= 600
+    with_rt = [r for r in served if r["features"]["origin_deps_60m"] is not None]
+    assert len(with_rt) == len(served), len(with_rt)
     # increase() extrapolates over a short series: what it counts is at least the minimum.
     assert good.canary.requests >= 150 and good.stable.requests >= 150
     assert registry.resolve(MODEL, "production").version == v["good"]
