@@ -174,7 +174,18 @@ def test_models_list_and_show(steps: dict[str, Step]) -> None:
     assert "production" in listed.output
     shown = step(steps, "mlops models show")
     assert shown.returncode == 0, shown.output
-    assert "2013-01" in shown.output or "2013-02" in shown.output, shown.output
+    # The production version's lineage names its spans: the first model's January-February, or
+    # the promoted candidate's two months up to the README's --through-month.
+    second = step(steps, "mlops run --through-month")
+    found = re.search(r"--through-month (\d+)", second.command)
+    assert found, second.command
+    month = int(found.group(1))
+    spans = (
+        ("2013-01", "2013-02")
+        if second.production == 1
+        else (f"2013-{month - 1:02d}", f"2013-{month:02d}")
+    )
+    assert any(span in shown.output for span in spans), shown.output
 
 
 def last_json(output: str) -> dict:
