@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {"failed": f"{type(err).__name__}: {err}", "failed_at": failed_at}
             continue
         figures["bench_wall_s"] = round(time.perf_counter() - t0, 1)
+        # Per module: `--only` rewrites one entry, and _meta's time alone would make the others
+        # look as fresh as it.
+        figures["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         results[name] = figures
         for key, value in figures.items():
             print(f"   {key}: {value}")
