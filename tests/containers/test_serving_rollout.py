@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -95,8 +96,17 @@ class Cluster:
         def one(i: int) -> int:
             body = json.dumps({"instances": [self.rows[i % len(self.rows)]]}).encode()
             req = urllib.request.Request(url, body, {"content-type": "application/json"})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return int(r.status)
+            # A client honours the server's 503 + Retry-After (a revision pod just routed to, on
+            # a loaded machine, can still be starting); a pod that stays down fails all tries.
+            for attempt in range(3):
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as r:
+                        return int(r.status)
+                except urllib.error.HTTPError as err:
+                    if err.code != 503 or attempt == 2:
+                        raise
+                    time.sleep(float(err.headers.get("Retry-After") or 1))
+            raise AssertionError("unreachable")
 
         with ThreadPoolExecutor(4) as pool:
             assert set(pool.map(one, range(n))) == {200}
