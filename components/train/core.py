@@ -327,7 +327,9 @@ def _labels(examples_dir: Path, split: str) -> Any:
     import numpy as np
     import tensorflow as tf
 
-    files = sorted(str(p) for p in Path(examples_dir).glob(f"{split}-*"))
+    from components.transform.core import split_files
+
+    files = split_files(examples_dir, split)
     spec = {F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(65_536)
     return np.concatenate([tf.io.parse_example(b, spec)[F.LABEL].numpy() for b in ds])

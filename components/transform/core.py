@@ -243,6 +243,21 @@ def _run_beam(
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
 
 
+def split_files(examples_dir: Path, split: str) -> list[str]:
+    """The transformed example files of one split, in a fixed order.
+
+    Raises:
+        ValueError: ``split`` is not ``train`` or ``validation``.
+        FileNotFoundError: No examples of that split exist.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    files = sorted(str(p) for p in Path(examples_dir).glob(f"{split}-*"))
+    if not files:
+        raise FileNotFoundError(f"no transformed {split} examples in {examples_dir}")
+    return files
+
+
 def load_transformed_dataset(
     graph_dir: Path, examples_dir: Path, split: str, batch_size: int, shuffle: bool, seed: int
 ) -> Any:
@@ -266,11 +281,7 @@ def load_transformed_dataset(
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    files = sorted(str(p) for p in Path(examples_dir).glob(f"{split}-*"))
-    if not files:
-        raise FileNotFoundError(f"no transformed {split} examples in {examples_dir}")
+    files = split_files(examples_dir, split)
     spec = tft.TFTransformOutput(str(graph_dir)).transformed_feature_spec()
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle:
