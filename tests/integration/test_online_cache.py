@@ -24,11 +24,13 @@ import pytest
 from mlops import features as F
 from mlops.feast_ops import materialize
 from serving.online import (
+    VIEW_FEATURES,
     FeastSdkSource,
     FeatureLookupError,
     KeysByView,
     OnlineFeatures,
     Rows,
+    entity_key,
     entity_keys_of_repo,
 )
 
@@ -93,6 +95,37 @@ def test_cached_lookup_equals_a_direct_feast_read(sdk: FeastSdkSource, rows: lis
     assert sum(len(a.stale_views) for a in cold) < len(rows) * len(F.REALTIME_VIEWS)
     assert online.stats.reads == 1  # the warm pass read nothing
     assert online.stats.hits == len(rows) * len(F.VIEW_KEYS)
+
+
+def test_store_reads_equal_the_sdk_answer(sdk: FeastSdkSource, rows: list) -> None:
+    """``read_sync`` (the online store, view by view) answers what ``get_online_features`` does.
+
+    Values and each view's event timestamp, for real flights and for an entity the store does
+    not hold (missing: no timestamp, every value ``None``).
+    """
+    unknown = {F.ORIGIN: "XXX", F.CARRIER: "ZZ", F.TAILNUM: "N0NE"}
+    entity_rows = [{k: r[k] for k in F.ENTITY_KEYS} for r in rows] + [unknown]
+    direct = sdk.store.get_online_features(features=sdk.service, entity_rows=entity_rows)
+    expected = direct.to_dict(include_event_timestamps=True)
+    keys = {v: list(dict.fromkeys(entity_key(v, r) for r in entity_rows)) for v in F.VIEW_KEYS}
+    got = sdk.read_sync(keys)
+    present = 0
+    for i, row in enumerate(entity_rows):
+        for view, names in VIEW_FEATURES.items():
+            read = got[view][entity_key(view, row)]
+            for name in names:
+                value, want = read.values[name], expected[name][i]
+                assert (
+                    value == want or (value is want is None) or (np.isnan(value) and np.isnan(want))
+                ), (view, name, i)
+            stamps = [expected[f"{n}__ts"][i] for n in names]
+            if read.missing:
+                assert not any(stamps), (view, i)
+            else:
+                present += 1
+                assert read.event_ts == max(stamps), (view, i)
+    assert all(got[v][entity_key(v, unknown)].missing for v in F.VIEW_KEYS)
+    assert present > len(rows) * (len(F.VIEW_KEYS) - 1)  # real flights' rows are there
 
 
 def test_concurrent_misses_share_one_read(sdk: FeastSdkSource, rows: list) -> None:
