@@ -115,6 +115,7 @@ def pipeline_arguments(cfg: PlatformConfig, args: argparse.Namespace) -> dict[st
         "last_span": last,
         "eval_fraction": cfg.eval_fraction,
         "validation_fraction": cfg.validation_fraction,
+        "train_workers": cfg.train_workers,
         "registry_uri": _registry_uri(cfg),
         "hyperparameters": args.hyperparameters,
         "code_revision": code_revision_label(),

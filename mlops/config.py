@@ -34,6 +34,9 @@ class PlatformConfig(BaseModel):
     validation_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of the window, before eval, to tune on."
     )
+    train_workers: int = Field(
+        1, ge=1, description="Training workers; above 1 a TFJob (cluster) or loopback processes."
+    )
     model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model name.")
     request_log: str = Field(
         DEFAULT_REQUEST_LOG, description="Serving request log: a path or fsspec URI (.jsonl)."

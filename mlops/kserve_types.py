@@ -8,6 +8,10 @@ embedded pod fields (``V1Container`` and the rest). This module walks a manifest
 unknown key, a wrong primitive type or a missing required field raises ``ValueError`` naming the
 path. The rollout controller checks every patch with it before sending; the chart checks
 (``tools/k8s_validate.py``) check every rendered InferenceService with it.
+
+The walk is the same for any custom resource whose SDK is generated the same way:
+:func:`validate_custom_object` checks the train step's TFJob against the Kubeflow Training
+Operator SDK's ``KubeflowOrgV1TFJob`` (``kubeflow-training``, a dev dependency: tests only).
 """
 
 from __future__ import annotations
@@ -27,11 +31,19 @@ _ALIASES = {"K8sIoApiAppsV1DeploymentStrategy": "V1DeploymentStrategy"}
 
 @cache
 def _model_class(name: str) -> type | None:
-    """The generated model class called ``name`` (KServe first, then the Kubernetes client)."""
-    import kserve.models
+    """The generated model class called ``name``.
+
+    The Training Operator SDK's (``KubeflowOrg*``), else KServe's, else the Kubernetes client's.
+    """
     import kubernetes.client.models
 
     name = _ALIASES.get(name, name)
+    if name.startswith("KubeflowOrg"):
+        import kubeflow.training.models
+
+        return getattr(kubeflow.training.models, name, None)
+    import kserve.models
+
     return getattr(kserve.models, name, None) or getattr(kubernetes.client.models, name, None)
 
 
@@ -126,13 +138,29 @@ def validate_inference_service(obj: dict[str, Any]) -> None:
     """
     import kserve.models
 
+    validate_custom_object(obj, API_VERSION, KIND, kserve.models.V1beta1InferenceService)
+
+
+def validate_custom_object(obj: dict[str, Any], api_version: str, kind: str, model: type) -> None:
+    """Check a custom resource against its SDK's generated ``model`` class, field by field.
+
+    Args:
+        obj: The manifest as parsed from YAML or built as a dict.
+        api_version: The ``apiVersion`` it must have.
+        kind: The ``kind`` it must have.
+        model: The generated top-level class (e.g. ``KubeflowOrgV1TFJob``).
+
+    Raises:
+        ValueError: Not that kind, no ``spec``, or a field fails; the message starts with the
+            offending field's path.
+    """
     if not isinstance(obj, dict):
         raise ValueError(f"expected a mapping, got {_type_name(obj)}")
-    if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
+    if obj.get("apiVersion") != api_version or obj.get("kind") != kind:
         raise ValueError(
-            f"not a {API_VERSION} {KIND}: apiVersion={obj.get('apiVersion')!r}, "
+            f"not a {api_version} {kind}: apiVersion={obj.get('apiVersion')!r}, "
             f"kind={obj.get('kind')!r}"
         )
     if "spec" not in obj:
         raise ValueError("spec: missing")
-    _check_model(obj, kserve.models.V1beta1InferenceService, "")
+    _check_model(obj, model, "")

@@ -53,7 +53,9 @@ class SubmitPlan:
 
 
 # Config settings that are also parameters of the training pipeline.
-CONFIG_PARAMETERS = ("feature_repo", "eval_fraction", "validation_fraction", "registry_uri")
+CONFIG_PARAMETERS = (
+    "feature_repo", "eval_fraction", "validation_fraction", "registry_uri", "train_workers",
+)  # fmt: skip
 
 
 def submit_arguments(

@@ -55,6 +55,7 @@ def training_pipeline(
     hyperparameters: str = "{}",
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 0,
+    train_workers: int = 1,
     registry_uri: str = REGISTRY_MOUNT,
     registry_pvc: str = "flight-delay-registry",
     registry_serving_root: str = "pvc://flight-delay-registry",
@@ -92,7 +93,10 @@ def training_pipeline(
         beam_pipeline_args: Beam options for TFDV/TFT, e.g. ["--runner=FlinkRunner", ...].
         hyperparameters: JSON of trainer hyperparameters (see components/train/README.md).
         gpu_type: Accelerator type to request for training.
-        gpu_count: GPUs for training; 0 trains on CPU.
+        gpu_count: GPUs for training (per worker); 0 trains on CPU.
+        train_workers: Training workers; above 1 the train step runs a Kubeflow Training
+            Operator TFJob of that many workers (MultiWorkerMirroredStrategy), its inputs
+            staged on the registry PVC (see components/train/README.md).
         registry_uri: Model registry as the steps see it: the mounted PVC (default) or an
             fsspec URI (s3://, gs://; its driver must be in the image).
         registry_pvc: ReadWriteMany PVC holding the registry, mounted at /mnt/registry into
@@ -162,17 +166,25 @@ def training_pipeline(
     transform.set_display_name("transform").set_cpu_limit("4").set_memory_limit("16G")
     transform.after(gate)
 
-    # Wide-and-deep Keras training; GPUs when asked for, CPU otherwise.
+    # Wide-and-deep Keras training; GPUs when asked for, CPU otherwise; several workers as a
+    # TFJob when train_workers > 1.
     train = train_op(
         transform_graph=transform.outputs["transform_graph"],
         transformed_examples=transform.outputs["transformed_examples"],
         hyperparameters=hyperparameters,
+        train_workers=train_workers,
+        gpu_count=gpu_count,
+        gpu_type=gpu_type,
+        registry_pvc=registry_pvc,
+        workspace=REGISTRY_MOUNT,
     )
     train.set_display_name("train").set_cpu_limit("4").set_memory_limit("16G")
     train.set_accelerator_type(gpu_type).set_accelerator_limit(gpu_count)
     # Seeded training is reproducible, but a new image or data must retrain: no cache hits on
     # stale models.
     train.set_caching_options(False)
+    # A TFJob's workers read the staged inputs and write the model on the registry PVC.
+    mount_registry(train, registry_pvc)
 
     # Candidate vs production, overall and per slice: the model gate.
     evaluate = evaluate_op(

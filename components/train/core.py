@@ -4,6 +4,9 @@ The model is built from the transformed feature spec, so it follows the feature 
 naming features: int64 features (vocabulary indices, buckets) get embeddings and a wide one-hot
 part, float features feed the deep part directly. All GPUs present are used through
 ``tf.distribute.MirroredStrategy``, with mixed precision on GPU; on CPU it trains in float32.
+When ``TF_CONFIG`` names several workers (a TFJob, or ``components.train.workers`` on loopback),
+every worker runs :func:`train` under ``tf.distribute.MultiWorkerMirroredStrategy``: the data is
+sharded by tf.data, every worker takes the same steps, and only the chief's export is kept.
 
 The exported SavedModel embeds the TFT graph: its ``serving_default`` signature takes one dense
 tensor per raw feature (``mlops.features.FEATURE_NAMES``; float32 with NaN for missing numerics,
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -77,6 +81,7 @@ class TrainResult:
     operating_threshold: float
     validation_f1: float
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
 
     def kfp_metrics(self) -> dict[str, float]:
         """The scalar metrics the component logs."""
@@ -124,15 +129,61 @@ def skip_autograph_for_tf_keras() -> None:
         config.CONVERSION_RULES = (rule, *config.CONVERSION_RULES)
 
 
-def distribution_strategy() -> tuple[Any, bool]:
-    """MirroredStrategy over all GPUs (mixed precision on), else the default CPU strategy."""
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in a multi-worker job, as ``TF_CONFIG`` describes it."""
+
+    workers: int
+    task_type: str
+    task_index: int
+    has_chief: bool = False
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this task's export, logs and result are kept.
+
+        The ``chief`` task if the cluster has one, else worker 0: TF's convention, and the
+        Training Operator's for a TFJob with Worker replicas only.
+        """
+        if self.has_chief:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.task_index == 0
+
+    @classmethod
+    def from_tf_config(cls, text: str | None) -> Cluster | None:
+        """The cluster of a ``TF_CONFIG`` value; ``None`` when it is unset or empty.
+
+        Raises:
+            ValueError: The value has no ``cluster`` or no ``task`` with ``type`` and ``index``.
+        """
+        if not text:
+            return None
+        try:
+            config = json.loads(text)
+            spec, task = config["cluster"], config["task"]
+            task_type, task_index = str(task["type"]), int(task["index"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"TF_CONFIG: expected cluster and task.type/index: {err!r}") from err
+        workers = sum(len(spec.get(kind, [])) for kind in ("chief", "worker"))
+        return cls(workers, task_type, task_index, "chief" in spec)
+
+
+def distribution_strategy(multi_worker: bool = False) -> tuple[Any, bool]:
+    """The strategy to train under, and whether mixed precision is on.
+
+    MultiWorkerMirroredStrategy across the workers of ``TF_CONFIG`` when ``multi_worker`` (it
+    must be created before any other TF op runs: collectives are set up at context start);
+    else MirroredStrategy over all GPUs, else the default CPU strategy. Mixed precision is on
+    wherever there is a GPU.
+    """
     import tensorflow as tf
 
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if multi_worker else None
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
-        return tf.distribute.MirroredStrategy(), True
-    return tf.distribute.get_strategy(), False
+        return strategy or tf.distribute.MirroredStrategy(), True
+    return strategy or tf.distribute.get_strategy(), False
 
 
 def _feature_columns(tft_output: Any) -> tuple[dict[str, int], list[str]]:
@@ -255,11 +306,21 @@ def train(
     model_dir: Path,
     log_dir: Path,
     hp: HyperParameters | None = None,
+    cluster: Cluster | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TrainResult:
     """Train the classifier and the baselines on ``train``, tune on ``validation``, export.
 
     Early stopping, the warm-start choice and the operating threshold use the validation split
     only; the eval split is left to the evaluate step.
+
+    With a ``cluster`` of several workers, every worker calls this with the same arguments and
+    trains on its ``hp.batch_size`` share of each global batch of ``hp.batch_size * workers``
+    (tf.data DATA sharding: there may be fewer files than workers). Validation metrics are
+    reduced across the workers, so early stopping stops all of them at the same epoch
+    (collectives deadlock otherwise). Every worker exports (saving reads distributed variables
+    collectively); only the chief's export and logs land in ``model_dir`` and ``log_dir``, the
+    others' in a scratch directory that is removed.
 
     Args:
         graph_dir: The transform step's graph (``tft.TFTransformOutput`` directory).
@@ -267,6 +328,9 @@ def train(
         model_dir: Where to write the serving SavedModel.
         log_dir: Where to write TensorBoard logs.
         hp: Hyperparameters; defaults when omitted.
+        cluster: This worker's place in a multi-worker job (``None``: one process).
+        checkpoint_dir: A directory every worker sees, for ``BackupAndRestore`` checkpoints
+            at each epoch: a restarted job resumes its fit there instead of starting over.
     """
     import numpy as np
     import tensorflow as tf
@@ -275,10 +339,13 @@ def train(
     from components.evaluate.metrics import f1_optimal_threshold
     from components.transform.core import load_transformed_dataset
 
+    multi_worker = cluster is not None and cluster.workers > 1
+    keep = cluster is None or cluster.is_chief
     skip_autograph_for_tf_keras()
     hp = hp or HyperParameters()
+    # The strategy comes first: a multi-worker one must exist before any TF op runs.
+    strategy, mixed = distribution_strategy(multi_worker)
     set_seeds(hp.seed)
-    strategy, mixed = distribution_strategy()
     tft_output = tft.TFTransformOutput(str(graph_dir))
     batch = hp.batch_size * strategy.num_replicas_in_sync
 
@@ -286,6 +353,14 @@ def train(
         ds = load_transformed_dataset(graph_dir, examples_dir, split, batch, shuffle, hp.seed)
         if hp.shuffled_feature and split == "train":
             ds = _shuffle_feature(ds, f"{hp.shuffled_feature}_xf", hp.seed)
+        if multi_worker:
+            # Every worker reads all files in the same seeded order and keeps its share of each
+            # global batch; file sharding would leave workers idle when files < workers.
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA
+            )
+            ds = ds.with_options(options)
         return ds
 
     train_ds, val_ds = data("train", True).cache(), data("validation", False).cache()
@@ -299,10 +374,22 @@ def train(
         baseline = build_model(
             tft_output, replace(hp, learning_rate=hp.baseline_learning_rate), linear_only=True
         )
-    fit = _fit_warm_started(model, baseline, train_ds, val_ds, log_dir, hp)
-    auc, loss, acc = _evaluate_auc(model, val_ds)
-    threshold, f1 = f1_optimal_threshold(val_labels, model.predict(val_ds, verbose=0).reshape(-1))
-    export_serving_model(model, tft_output, model_dir)
+    with tempfile.TemporaryDirectory(prefix="train-worker-") as scratch:
+        fit = _fit_warm_started(model, baseline, train_ds, val_ds,
+                                log_dir if keep else Path(scratch) / "logs", hp,
+                                checkpoint_dir)  # fmt: skip
+        auc, loss, acc = _evaluate_auc(model, val_ds)
+        if multi_worker:
+            # Keras' distributed predict would concatenate the workers' shards; the threshold
+            # needs scores aligned with the labels in file order, so each worker scores the
+            # whole validation split itself (no collectives, the same result everywhere).
+            scores = np.concatenate(
+                [np.asarray(model(x, training=False)).reshape(-1) for x, _ in val_ds]
+            )
+        else:
+            scores = model.predict(val_ds, verbose=0).reshape(-1)
+        threshold, f1 = f1_optimal_threshold(val_labels, scores)
+        export_serving_model(model, tft_output, model_dir if keep else Path(scratch) / "model")
     return TrainResult(
         epochs_run=fit.epochs_run,
         train_examples=len(labels),
@@ -319,6 +406,7 @@ def train(
         operating_threshold=round(threshold, 6),
         validation_f1=round(f1, 4),
         hyperparameters=asdict(hp),
+        workers=cluster.workers if cluster else 1,
     )
 
 
@@ -345,13 +433,26 @@ class _Fit:
 
 
 def _fit_warm_started(
-    model: Any, baseline: Any, train_ds: Any, val_ds: Any, log_dir: Path, hp: HyperParameters
+    model: Any,
+    baseline: Any,
+    train_ds: Any,
+    val_ds: Any,
+    log_dir: Path,
+    hp: HyperParameters,
+    checkpoint_dir: Path | None = None,
 ) -> _Fit:
     """Fit the logistic baseline, warm-start the wide part from it, fit the wide-and-deep model.
 
-    Keeps the warm start when the deep part ends below the baseline's validation AUC.
+    Keeps the warm start when the deep part ends below the baseline's validation AUC. With a
+    ``checkpoint_dir``, each fit backs up at every epoch end and a rerun resumes from there
+    (Keras deletes a fit's backup when it completes; the early-stopping state is not in it).
     """
     import tensorflow as tf
+
+    def backup(name: str) -> list[Any]:
+        if checkpoint_dir is None:
+            return []
+        return [tf.keras.callbacks.BackupAndRestore(str(checkpoint_dir / name))]
 
     def early_stopping() -> Any:
         return tf.keras.callbacks.EarlyStopping(
@@ -362,14 +463,14 @@ def _fit_warm_started(
     # The logistic baseline first, with the same data, epochs and early stopping; its weights
     # then warm-start the wide part of the wide-and-deep model.
     baseline.fit(train_ds, validation_data=val_ds, epochs=hp.epochs,
-                 callbacks=[early_stopping()], verbose=0)  # fmt: skip
+                 callbacks=[early_stopping(), *backup("baseline")], verbose=0)  # fmt: skip
     logistic_auc, _, _ = _evaluate_auc(baseline, val_ds)
     model.get_layer("wide_logit").set_weights(baseline.get_layer("wide_logit").get_weights())
     start_weights = model.get_weights()
     t0 = time.perf_counter()
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=hp.epochs,
-        callbacks=[early_stopping(), tensorboard], verbose=2,
+        callbacks=[early_stopping(), tensorboard, *backup("model")], verbose=2,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     if _evaluate_auc(model, val_ds)[0] < logistic_auc:

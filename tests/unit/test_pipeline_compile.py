@@ -43,7 +43,8 @@ def test_registry_steps_mount_the_registry_pvc(compiled_docs: list[dict]) -> Non
     mounted = {name for name, e in executors.items()
                if {"componentInputParameter": "registry_pvc", "mountPath": "/mnt/registry"}
                in e.get("pvcMount", [])}  # fmt: skip
-    assert mounted == {"exec-validate-op", "exec-evaluate-op", "exec-push-op", "exec-deploy-op"}
+    assert mounted == {"exec-validate-op", "exec-evaluate-op", "exec-push-op", "exec-deploy-op",
+                       "exec-train-op"}  # fmt: skip
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["registry_uri"]["defaultValue"] == "/mnt/registry"
     assert params["registry_pvc"]["defaultValue"] == "flight-delay-registry"
