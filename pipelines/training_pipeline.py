@@ -147,6 +147,7 @@ def training_pipeline(
         serving_statistics_uri=serving_statistics_uri,
         registry_uri=registry_uri,
         model_name=model_name,
+        beam_pipeline_args=beam_pipeline_args,
     )
     validate.set_display_name("validate").set_cpu_limit("2").set_memory_limit("8G")
     mount_registry(validate, registry_pvc)

@@ -157,19 +157,24 @@ def transform(
             shards a previous attempt left there are removed first.
         beam_pipeline_args: Beam options, e.g. ``["--runner=FlinkRunner", ...]``; the
             DirectRunner when empty. With a remote runner, both output directories and a
-            ``--temp_location`` must be on storage the workers can reach.
+            ``--temp_location`` must be on storage the workers can reach. See
+            components/beam_options.py for the named modes and the refused DaskRunner.
 
     Raises:
         FileNotFoundError: An input split does not exist.
+        ValueError: ``beam_pipeline_args`` select a runner that cannot run TFT (DaskRunner).
     """
     import tensorflow_transform as tft
 
+    from components.beam_options import pipeline_options
+
+    options = pipeline_options(beam_pipeline_args or [])
     for path in (train_path, validation_path):
         if not Path(path).exists():
             raise FileNotFoundError(f"transform input not found: {path}")
     _clear_shards(examples_dir)
     t0 = time.perf_counter()
-    _run_beam(train_path, validation_path, graph_dir, examples_dir, beam_pipeline_args or [])
+    _run_beam(train_path, validation_path, graph_dir, examples_dir, options)
     seconds = time.perf_counter() - t0
     tft_output = tft.TFTransformOutput(str(graph_dir))
     return TransformResult(
@@ -195,18 +200,16 @@ def _run_beam(
     validation_path: Path,
     graph_dir: Path,
     examples_dir: Path,
-    beam_pipeline_args: list[str],
+    options: Any,
 ) -> None:
     """The Beam pipeline: read both splits, analyze train, transform both, write everything."""
     import apache_beam as beam
     import tensorflow_transform.beam as tft_beam
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     from components.transform.preprocessing import preprocessing_fn
 
     adapter_config = raw_tensor_adapter_config()
     columns = [*F.FEATURE_NAMES, F.LABEL]
-    options = PipelineOptions(list(beam_pipeline_args))
     with tempfile.TemporaryDirectory() as tmp, beam.Pipeline(options=options) as pipeline:
         # TFT's own temp dir; a remote runner gets its --temp_location instead.
         temp_dir = options.get_all_options().get("temp_location") or tmp

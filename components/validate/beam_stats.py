@@ -2,10 +2,11 @@
 
 The in-memory path (``core.stats_from_dataframe``) serves a month or a year of this data; this
 one computes the same ``DatasetFeatureStatisticsList`` with ``tfdv.GenerateStatistics`` in a
-Beam pipeline, so it runs on the DirectRunner here and on Flink, Spark or Dataflow with the same
-``beam_pipeline_args`` as transform (see components/transform/README.md). Parquet is read in
-batches and canonicalised to list columns, as TFDV's own DataFrame path does, so the two paths
-agree (a test compares them).
+Beam pipeline, so it runs on the DirectRunner here (in process, or ``multi_processing:N``) and on
+Flink, Spark or Dataflow with the same ``beam_pipeline_args`` as transform (see
+components/transform/README.md); components/beam_options.py checks them and refuses the
+DaskRunner. Parquet is read in batches and canonicalised to list columns, as TFDV's own
+DataFrame path does, so the two paths agree (a test compares them).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def stats_from_parquet_beam(
     Args:
         paths: Parquet files of one span (e.g. the train and eval splits).
         beam_pipeline_args: Beam options; the DirectRunner when empty. With a remote runner,
-            ``out_dir`` must be on storage the workers can write.
+            ``out_dir`` must be on storage the workers can write. See
+            components/beam_options.py for the named modes and the refused DaskRunner.
         out_dir: Where the pipeline writes ``statistics.pb``; a temporary directory if omitted.
 
     Returns:
@@ -40,12 +42,15 @@ def stats_from_parquet_beam(
 
     Raises:
         FileNotFoundError: An input file does not exist.
+        ValueError: ``beam_pipeline_args`` select a runner that cannot run TFDV (DaskRunner).
     """
     import apache_beam as beam
     import pyarrow.parquet as pq
     import tensorflow_data_validation as tfdv
-    from apache_beam.options.pipeline_options import PipelineOptions
 
+    from components.beam_options import pipeline_options
+
+    options = pipeline_options(list(beam_pipeline_args or []))
     paths = [Path(p) for p in paths]
     for path in paths:
         if not path.exists():
@@ -58,7 +63,7 @@ def stats_from_parquet_beam(
         target = Path(out_dir or tmp)
         target.mkdir(parents=True, exist_ok=True)
         output = target / STATS_FILE
-        with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or []))) as pipeline:
+        with beam.Pipeline(options=options) as pipeline:
             reads = [
                 pipeline | f"Read[{i}]" >> beam.io.ReadFromParquetBatched(str(p), columns=columns)
                 for i, p in enumerate(paths)

@@ -21,11 +21,13 @@ def validate_op(
     baseline_statistics_uri: str = "",
     serving_statistics_uri: str = "",
     block_on_drift: bool = False,
+    beam_pipeline_args: list = [],  # noqa: B006 - KFP reads the default into the component spec
 ) -> bool:
     """Validate the span (all three splits); write the verdict (``ok`` in its metadata) and reports.
 
     Drift is measured against ``baseline_statistics_uri`` or, when empty, against the training
-    statistics of the registry's ``production`` version (if there is one).
+    statistics of the registry's ``production`` version (if there is one). Non-empty
+    ``beam_pipeline_args`` compute the statistics on Beam (the same options as transform).
     """
     from pathlib import Path
 
@@ -47,6 +49,7 @@ def validate_op(
         baseline_statistics_uri=baseline_statistics_uri,
         serving_statistics_uri=serving_statistics_uri,
         block_on_drift=block_on_drift,
+        beam_pipeline_args=[str(a) for a in beam_pipeline_args],
     )
     # Both carry the verdict, so a reader of either artifact sees the outcome.
     for artifact in (verdict, statistics):

@@ -319,6 +319,7 @@ def validate(
     block_on_drift: bool = False,
     environment: str = "TRAINING",
     calibration_path: Path = DEFAULT_CALIBRATION,
+    beam_pipeline_args: list[str] | None = None,
 ) -> Verdict:
     """Validate a data span and write statistics, anomalies, the verdict and reports.
 
@@ -332,6 +333,9 @@ def validate(
         block_on_drift: Fail the verdict when a drift or skew comparator is crossed.
         environment: Schema environment of the data (``TRAINING`` or ``SERVING``).
         calibration_path: The calibrated limits of the span checks.
+        beam_pipeline_args: When set, the statistics run on Beam with these options
+            (``beam_stats.stats_from_parquet_beam``) instead of in memory; the span checks
+            still read the span into memory.
     """
     import pandas as pd
     import tensorflow_data_validation as tfdv
@@ -339,7 +343,12 @@ def validate(
     schema = load_schema(schema_path)
     paths = [data_paths] if isinstance(data_paths, Path) else list(data_paths)
     df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
-    stats = stats_from_dataframe(df)
+    if beam_pipeline_args:
+        from components.validate.beam_stats import stats_from_parquet_beam
+
+        stats = stats_from_parquet_beam(paths, beam_pipeline_args)
+    else:
+        stats = stats_from_dataframe(df)
     anomalies_proto = tfdv.validate_statistics(stats, schema, environment=environment)
     anomalies = _anomalies(anomalies_proto)
     verdict = Verdict(ok=not anomalies, anomalies=anomalies, rows=len(df))
@@ -441,6 +450,7 @@ def run_validation(
     baseline_statistics_uri: str = "",
     serving_statistics_uri: str = "",
     block_on_drift: bool = False,
+    beam_pipeline_args: list[str] | None = None,
 ) -> Verdict:
     """The validate step: pick the drift baseline, validate, lay the results out as artifacts.
 
@@ -455,6 +465,7 @@ def run_validation(
         baseline_statistics_uri: Statistics to measure drift against ('' = production's).
         serving_statistics_uri: Statistics of served requests, for skew ('' = no skew check).
         block_on_drift: Fail the verdict when a drift or skew comparator is crossed.
+        beam_pipeline_args: Beam options for the statistics (empty = in memory).
     """
     baseline = baseline_statistics_uri or production_statistics(registry_uri, model_name)
     out = outputs.statistics
@@ -464,6 +475,7 @@ def run_validation(
         previous_stats_path=Path(baseline) if baseline else None,
         serving_stats_path=Path(serving_statistics_uri) if serving_statistics_uri else None,
         block_on_drift=block_on_drift,
+        beam_pipeline_args=beam_pipeline_args,
     )
     for name, folder in ((ANOMALIES_FILE, outputs.anomalies), (VERDICT_FILE, outputs.verdict)):
         folder.mkdir(parents=True, exist_ok=True)
