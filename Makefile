@@ -69,7 +69,12 @@ report: venv ## screenshot the newest local run report to runs/report.png
 	r = max(Path('runs').glob('*/report.html'), key=lambda p: p.stat().st_mtime); \
 	print(screenshot(r, Path('runs/report.png')))"
 
-test: venv ## run the test suite (unit, integration, e2e, containers)
+# Feast's Spark offline store (feature_repo/feature_store.spark.yaml) runs in a local JVM:
+# tests/integration/test_feast_spark.py and bench_feast_spark need a Java runtime.
+jre: ## install a Java runtime for pyspark (Feast's Spark offline store)
+	bash tools/install-jre.sh
+
+test: venv jre ## run the test suite (unit, integration, e2e, containers)
 	$(BIN)/pytest -m "unit or integration or e2e or containers" $(PYTEST_ARGS)
 
 test-unit: venv ## run the fast unit tests only
@@ -82,7 +87,7 @@ lint: venv ## ruff format check, ruff lint, mypy, import layers (import-linter)
 	$(BIN)/lint-imports
 
 # The TFX peer is optional: without it bench_vs_tfx records "not installed", never old figures.
-bench: data ## run the benchmarks (with the TFX peer); figures go to bench/results.json
+bench: data jre ## run the benchmarks (with the TFX peer); figures go to bench/results.json
 	bash tools/install-tfx-peer.sh || echo "TFX peer not installed; bench_vs_tfx will say so"
 	$(BIN)/python -m bench.run
 
@@ -91,4 +96,4 @@ clean: ## remove generated data and runs (keeps the environment)
 
 -include mk/*.mk
 
-.PHONY: help venv lock data prometheus local-tools run serve compile report test test-unit lint bench clean
+.PHONY: help venv lock data prometheus jre local-tools run serve compile report test test-unit lint bench clean

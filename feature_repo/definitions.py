@@ -2,22 +2,73 @@
 
 Feature names and view names come from the one feature contract (`mlops.features`); the data
 files are written by `mlops prepare` into `data/` beside this file.
+
+The offline store is a configuration: `feature_store.yaml` (DuckDB, the default) or
+`feature_store.spark.yaml` (Spark), chosen as Feast chooses its yaml (`feast -f FILE` or
+FEAST_FS_YAML_FILE_PATH). The batch sources follow it: Spark reads only SparkSource, DuckDB only
+FileSource; everything else is the same objects under the same names.
 """
 
 from datetime import timedelta
 from pathlib import Path
 
+import click
+import yaml
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
 from feast.types import Float64, String
+from feast.utils import get_default_yaml_file_path
 
 from mlops import features as F
 
+_REPO = Path(__file__).resolve().parent
 # The DuckDB offline store reads a FileSource path as given (not relative to the repo), so the
 # sources are anchored here. In a cluster the same definitions point at object storage instead.
-_DATA = Path(__file__).resolve().parent / "data"
+_DATA = _REPO / "data"
 
 _TYPES = {"numeric": Float64, "categorical": String}
+
+
+def _offline_store_type() -> str:
+    """The offline store type of the yaml Feast is loading this repository with.
+
+    Feast imports this file without passing its configuration, so it is found as Feast found it:
+    the CLI's `-f` (kept on the click context of the running `feast` command), else Feast's
+    FEAST_FS_YAML_FILE_PATH, else `feature_store.yaml` here.
+    """
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    if isinstance(obj, dict) and "FS_YAML_FILE" in obj:
+        path = Path(obj["FS_YAML_FILE"])
+    else:
+        path = get_default_yaml_file_path(_REPO)
+    with path.open() as f:
+        return str(((yaml.safe_load(f) or {}).get("offline_store") or {}).get("type", "dask"))
+
+
+_OFFLINE_STORE = _offline_store_type()
+
+
+def _batch_source(name: str, file: str) -> DataSource:
+    """A parquet file of `data/` as the batch source the configured offline store reads."""
+    if _OFFLINE_STORE == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        return SparkSource(
+            name=name,
+            path=str(_DATA / file),
+            file_format="parquet",
+            timestamp_field=F.EVENT_TIMESTAMP,
+        )
+    return FileSource(
+        name=name,
+        path=str(_DATA / file),
+        file_format=ParquetFormat(),
+        timestamp_field=F.EVENT_TIMESTAMP,
+    )
 
 
 def _schema(features: tuple[F.Feature, ...]) -> list[Field]:
@@ -51,26 +102,11 @@ carrier = Entity(
 # Sources -------------------------------------------------------------------------------------
 
 # Hourly weather observations per origin airport (UTC observation hour).
-weather_source = FileSource(
-    name="weather",
-    path=str(_DATA / "weather.parquet"),
-    file_format=ParquetFormat(),
-    timestamp_field=F.EVENT_TIMESTAMP,
-)
+weather_source = _batch_source("weather", "weather.parquet")
 # Plane attributes, valid from before the first flight of the data.
-planes_source = FileSource(
-    name="planes",
-    path=str(_DATA / "planes.parquet"),
-    file_format=ParquetFormat(),
-    timestamp_field=F.EVENT_TIMESTAMP,
-)
+planes_source = _batch_source("planes", "planes.parquet")
 # Carrier 7-day delay rates, stamped when the whole window has landed.
-carrier_stats_source = FileSource(
-    name="carrier_stats",
-    path=str(_DATA / "carrier_stats.parquet"),
-    file_format=ParquetFormat(),
-    timestamp_field=F.EVENT_TIMESTAMP,
-)
+carrier_stats_source = _batch_source("carrier_stats", "carrier_stats.parquet")
 
 
 def _push_source(view: str) -> PushSource:
@@ -78,12 +114,7 @@ def _push_source(view: str) -> PushSource:
     backed offline by the rows `mlops prepare` wrote for the point-in-time join."""
     return PushSource(
         name=f"{view}_push",
-        batch_source=FileSource(
-            name=f"{view}_batch",
-            path=str(_DATA / f"{view}.parquet"),
-            file_format=ParquetFormat(),
-            timestamp_field=F.EVENT_TIMESTAMP,
-        ),
+        batch_source=_batch_source(f"{view}_batch", f"{view}.parquet"),
         description=f"Rows of {view}, emitted at prediction moments from earlier departures.",
     )
 

@@ -1,4 +1,5 @@
-"""Feast operations used by the CLI and the tests: apply, materialize, stream, online read."""
+"""Feast operations used by the CLI and the tests: apply, materialize, stream, online read,
+and the historical (point-in-time) join of either offline store configuration."""
 
 from __future__ import annotations
 
@@ -16,37 +17,99 @@ import pandas as pd
 from mlops import features as F
 from mlops.data import REALTIME_PARQUETS, DataError, is_prepared
 
+# The configuration of the repository with Spark as the offline store (``feature_repo/``).
+SPARK_YAML = "feature_store.spark.yaml"
 
-def _store(repo_path: Path) -> Any:
+
+def open_store(repo_path: Path, fs_yaml: str | None = None) -> Any:
+    """The repository's FeatureStore, configured by the yaml ``fs_yaml`` names (e.g.
+    :data:`SPARK_YAML`), else as Feast chooses: FEAST_FS_YAML_FILE_PATH or ``feature_store.yaml``.
+    """
     from feast import FeatureStore  # heavy import kept out of module import
+    from feast.utils import get_default_yaml_file_path
 
-    if not (repo_path / "feature_store.yaml").is_file():
-        raise DataError(f"no Feast repository at {repo_path} (feature_store.yaml missing)")
-    return FeatureStore(repo_path=str(repo_path))
+    if not (repo_path / (fs_yaml or "feature_store.yaml")).is_file():
+        raise DataError(
+            f"no Feast repository at {repo_path} ({fs_yaml or 'feature_store.yaml'} missing)"
+        )
+    path = repo_path / fs_yaml if fs_yaml else get_default_yaml_file_path(repo_path)
+    store = FeatureStore(repo_path=str(repo_path), fs_yaml_file=path)
+    _check_spark_time_zone(store.config.offline_store, path)
+    return store
 
 
-def apply(repo_path: Path) -> list[str]:
-    """Register the repository's definitions, as ``feast apply`` does; return the view names."""
+def _check_spark_time_zone(offline_store: Any, path: Path) -> None:
+    """Refuse a Spark offline store whose session time zone is not UTC.
+
+    Feast writes the join's time bounds as naive UTC strings and Spark returns naive timestamps
+    in its session time zone: in any other zone the join and its output shift silently.
+    """
+    if getattr(offline_store, "type", None) != "spark":
+        return
+    zone = (offline_store.spark_conf or {}).get("spark.sql.session.timeZone")
+    if zone != "UTC":
+        raise DataError(
+            f"{path}: offline_store.spark_conf['spark.sql.session.timeZone'] must be UTC "
+            f"(got {zone!r}): Feast's point-in-time bounds are naive UTC"
+        )
+
+
+def apply(repo_path: Path, fs_yaml: str | None = None) -> list[str]:
+    """Register the repository's definitions, as ``feast apply`` does; return the view names.
+
+    Args:
+        repo_path: The Feast repository, with prepared data.
+        fs_yaml: Another configuration of the repository, e.g. :data:`SPARK_YAML`; its own
+            registry receives the definitions built for its offline store.
+    """
     if not is_prepared(repo_path / "data"):
         raise DataError(f"{repo_path / 'data'} has no prepared sources; run `mlops prepare`")
+    store_args = ["-f", fs_yaml] if fs_yaml else []
     # The real `feast apply` CLI of this environment, run in the repo as a user would run it.
     feast = Path(sys.executable).with_name("feast")
     proc = subprocess.run(
-        [str(feast), "apply"], cwd=repo_path, capture_output=True, text=True, check=False
+        [str(feast), *store_args, "apply"],
+        cwd=repo_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise DataError(f"feast apply failed in {repo_path}:\n{proc.stderr[-2000:]}")
-    return sorted(v.name for v in _store(repo_path).list_feature_views())
+    return sorted(v.name for v in open_store(repo_path, fs_yaml).list_feature_views())
+
+
+def historical_features(
+    repo_path: Path, entities: pd.DataFrame, fs_yaml: str | None = None
+) -> pd.DataFrame:
+    """The feature service's point-in-time join onto ``entities``, as the offline store returns it.
+
+    Rows come in the store's own order; ``event_timestamp`` is UTC-aware whichever store ran
+    the join (Spark returns naive timestamps of its session time zone, which must be UTC).
+
+    Args:
+        repo_path: The Feast repository (applied with ``fs_yaml``).
+        entities: Entity rows: the join keys and ``event_timestamp``.
+        fs_yaml: The configuration to join with; None chooses as :func:`open_store` does.
+    """
+    store = open_store(repo_path, fs_yaml)
+    service = store.get_feature_service(F.FEATURE_SERVICE)
+    # Spark's store rewrites the entity frame's timestamp column in place.
+    joined = store.get_historical_features(entity_df=entities.copy(), features=service).to_df()
+    ts = joined[F.EVENT_TIMESTAMP]
+    if ts.dt.tz is None:
+        joined[F.EVENT_TIMESTAMP] = ts.dt.tz_localize("UTC")
+    return joined
 
 
 def materialize(repo_path: Path, start: datetime, end: datetime) -> None:
     """Load the newest feature values in ``[start, end]`` into the online store."""
-    _store(repo_path).materialize(start_date=start, end_date=end)
+    open_store(repo_path).materialize(start_date=start, end_date=end)
 
 
 def online_features(repo_path: Path, entity_rows: list[dict[str, str]]) -> pd.DataFrame:
     """Read the feature service's features for ``entity_rows`` from the online store."""
-    store = _store(repo_path)
+    store = open_store(repo_path)
     service = store.get_feature_service(F.FEATURE_SERVICE)
     return store.get_online_features(features=service, entity_rows=entity_rows).to_df()
 
@@ -147,7 +210,7 @@ class RealtimeFeed:
     """
 
     def __init__(self, repo_path: Path, rows: dict[str, pd.DataFrame]) -> None:
-        self._store = _store(repo_path)
+        self._store = open_store(repo_path)
         self._rows = rows
         self._times = {v: pd.DatetimeIndex(df[F.EVENT_TIMESTAMP]) for v, df in rows.items()}
         self._next: pd.Timestamp | None = None  # everything before it has been pushed
