@@ -78,6 +78,9 @@ def to_record_batches(table: Any, batch_rows: int = BATCH_ROWS) -> list[Any]:
     missing = [c for c in (*F.FEATURE_NAMES, F.LABEL) if c not in table.column_names]
     if missing:
         raise ValueError(f"transform input lacks columns: {', '.join(missing)}")
+    label_nulls = table.column(F.LABEL).null_count
+    if label_nulls:
+        raise ValueError(f"label {F.LABEL} has {label_nulls} missing values")
 
     def as_list(values: Any, present: Any) -> Any:
         present_np = present.to_numpy(zero_copy_only=False)
@@ -85,25 +88,30 @@ def to_record_batches(table: Any, batch_rows: int = BATCH_ROWS) -> list[Any]:
         np.cumsum(present_np, out=offsets[1:])
         return pa.ListArray.from_arrays(pa.array(offsets), values.filter(present))
 
-    arrays, names = [], []
-    for name in F.FEATURE_NAMES:
-        col = table.column(name).combine_chunks()
-        if name in F.NUMERIC_FEATURES:
-            col = pc.cast(col, pa.float32())
-            present = pc.and_(pc.is_valid(col), pc.invert(pc.fill_null(pc.is_nan(col), False)))
-        else:
-            col = pc.cast(col, pa.binary())
-            present = pc.and_(pc.is_valid(col), pc.fill_null(pc.not_equal(col, b""), False))
-        arrays.append(as_list(col, present))
-        names.append(name)
-    label = pc.cast(table.column(F.LABEL).combine_chunks(), pa.int64())
-    if label.null_count:
-        raise ValueError(f"label {F.LABEL} has {label.null_count} missing values")
-    arrays.append(pa.ListArray.from_arrays(pa.array(np.arange(len(label) + 1, dtype=np.int32)),
-                                           label))  # fmt: skip
-    names.append(F.LABEL)
-    batch = pa.RecordBatch.from_arrays(arrays, names)
-    return [batch.slice(i, batch_rows) for i in range(0, max(batch.num_rows, 1), batch_rows)]
+    def convert(part: Any) -> Any:
+        arrays, names = [], []
+        for name in F.FEATURE_NAMES:
+            col = part.column(name).combine_chunks()
+            if name in F.NUMERIC_FEATURES:
+                col = pc.cast(col, pa.float32())
+                present = pc.and_(pc.is_valid(col), pc.invert(pc.fill_null(pc.is_nan(col), False)))
+            else:
+                col = pc.cast(col, pa.binary())
+                present = pc.and_(pc.is_valid(col), pc.fill_null(pc.not_equal(col, b""), False))
+            arrays.append(as_list(col, present))  # filter() copies: compact buffers
+            names.append(name)
+        label = part.column(F.LABEL).to_numpy().astype(np.int64)  # a copy, not a view
+        offsets = pa.array(np.arange(len(label) + 1, dtype=np.int32))
+        arrays.append(pa.ListArray.from_arrays(offsets, pa.array(label)))
+        names.append(F.LABEL)
+        return pa.RecordBatch.from_arrays(arrays, names)
+
+    # Each batch is converted from its own slice of the table, so it owns its buffers: a slice
+    # of one converted batch pickles its parent's whole buffers (Beam pickles each batch between
+    # stages), which made transform's memory quadratic in the rows (7.5 GB for 2013's year).
+    return [
+        convert(table.slice(i, batch_rows)) for i in range(0, max(table.num_rows, 1), batch_rows)
+    ]
 
 
 def raw_tensor_adapter_config() -> Any:
