@@ -217,6 +217,7 @@ def test_rbac_is_namespaced_and_least_privilege(rendered: list[ManifestSet]) -> 
     for role in _by_kind(default, "Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            # TFJobs only with rbac.pipeline.trainingJobs, off by default (test_k8s_tfjob.py).
             assert not {"delete", "deletecollection", "create"} & set(rule["verbs"]) or (
                 rule["resources"] == ["events"]
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,11 +45,16 @@ NS = "kubeflow-user"
 
 
 def _pipeline_role_rules() -> list[dict[str, Any]]:
-    """The rules of the chart's pipeline Role (default values): what the train step may do."""
+    """The rules of the chart's pipeline Role with ``rbac.pipeline.trainingJobs`` on (what
+    multi-worker training needs; off by default): what the train step may do."""
     if not HELM.exists():
         subprocess.run(["bash", str(ROOT / "tools" / "install-helm.sh")], check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        values = Path(tmp) / "training-jobs-values.yaml"
+        values.write_text(yaml.safe_dump({"rbac": {"pipeline": {"trainingJobs": True}}}))
+        rendered = render_chart(values)
     (role,) = [
-        d for d in yaml.safe_load_all(render_chart()) if d and d["kind"] == "Role"
+        d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role"
         and d["metadata"]["name"].endswith("-pipeline")
     ]  # fmt: skip
     return list(role["rules"])
@@ -237,6 +243,20 @@ def test_timeout_names_the_job_and_deletes_it(clients: Any) -> None:
         run_tfjob(custom, core, _manifest(), timeout_s=0.0, poll_s=0.01, say=lambda _: None)
     assert api.calls[-1] == ("DELETE", f"/apis/kubeflow.org/v1/namespaces/{NS}/tfjobs/train-abc")
     assert not api.objects
+
+
+def test_the_default_chart_grants_no_training_jobs() -> None:
+    """Least privilege: without ``rbac.pipeline.trainingJobs`` the pipeline may not create
+    TFJobs or read pods; with it, create and delete only on tfjobs."""
+    (role,) = [
+        d for d in yaml.safe_load_all(render_chart()) if d and d["kind"] == "Role"
+        and d["metadata"]["name"].endswith("-pipeline")
+    ]  # fmt: skip
+    assert not any({"tfjobs", "pods", "pods/log"} & set(r["resources"]) for r in role["rules"])
+    writes = [
+        r["resources"] for r in PIPELINE_TRAIN_RULES if {"create", "delete"} & set(r["verbs"])
+    ]
+    assert writes == [["tfjobs"]]
 
 
 def test_create_refused_says_what_to_check(clients: Any) -> None:
