@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 DASK_REFUSED = (
     "Beam 2.59's DaskRunner cannot run TFDV statistics or TFT: it does not translate side "
     "inputs (TFDV's Count.Globally, TFT's analyzer results) or beam.io.Read (the parquet "

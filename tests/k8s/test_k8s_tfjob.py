@@ -44,14 +44,16 @@ pytestmark = pytest.mark.integration  # imports the real Training Operator SDK (
 NS = "kubeflow-user"
 
 
-def _pipeline_role_rules() -> list[dict[str, Any]]:
-    """The rules of the chart's pipeline Role with ``rbac.pipeline.trainingJobs`` on (what
-    multi-worker training needs; off by default): what the train step may do."""
+def _pipeline_role_rules(training_jobs: bool) -> list[dict[str, Any]]:
+    """The rules of the chart's pipeline Role, with ``rbac.pipeline.trainingJobs`` on (what
+    multi-worker training needs) or at its default (off)."""
     if not HELM.exists():
         subprocess.run(["bash", str(ROOT / "tools" / "install-helm.sh")], check=True)
     with tempfile.TemporaryDirectory() as tmp:
-        values = Path(tmp) / "training-jobs-values.yaml"
-        values.write_text(yaml.safe_dump({"rbac": {"pipeline": {"trainingJobs": True}}}))
+        values = None
+        if training_jobs:
+            values = Path(tmp) / "training-jobs-values.yaml"
+            values.write_text(yaml.safe_dump({"rbac": {"pipeline": {"trainingJobs": True}}}))
         rendered = render_chart(values)
     (role,) = [
         d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role"
@@ -60,8 +62,11 @@ def _pipeline_role_rules() -> list[dict[str, Any]]:
     return list(role["rules"])
 
 
-# The pipeline's service account as the chart grants it; a missing TFJob rule fails these tests.
-PIPELINE_TRAIN_RULES = _pipeline_role_rules()
+@pytest.fixture(scope="module")
+def train_rules() -> list[dict[str, Any]]:
+    """The pipeline's service account as the chart grants it for multi-worker training: a
+    missing TFJob rule fails the tests that run against it."""
+    return _pipeline_role_rules(training_jobs=True)
 
 
 def _condition(kind: str, message: str = "") -> dict[str, Any]:
@@ -72,8 +77,11 @@ def _condition(kind: str, message: str = "") -> dict[str, Any]:
 class FakeTrainingAPI(FakeKubeAPI):
     """FakeKubeAPI plus TFJob create/delete, pods by label and pod logs."""
 
-    def __init__(self, statuses: list[list[dict[str, Any]]], logs: dict[str, str]) -> None:
-        super().__init__(PIPELINE_TRAIN_RULES)
+    def __init__(
+        self, statuses: list[list[dict[str, Any]]], logs: dict[str, str],
+        rules: list[dict[str, Any]],
+    ) -> None:  # fmt: skip
+        super().__init__(rules)
         self.statuses = statuses  # the job's conditions after each GET, in order
         self.logs = logs  # pod name -> log text
         self.calls: list[tuple[str, str]] = []  # (method, path) of every request
@@ -127,14 +135,14 @@ class FakeTrainingAPI(FakeKubeAPI):
 
 
 @pytest.fixture()
-def clients() -> Iterator[Any]:
+def clients(train_rules: list[dict[str, Any]]) -> Iterator[Any]:
     """A factory: the fake server with a script, and the real clients pointed at it."""
     from kubernetes import client
 
     servers = []
 
     def make(statuses: list[list[dict[str, Any]]], logs: dict[str, str] | None = None) -> Any:
-        api = FakeTrainingAPI(statuses, logs or {})
+        api = FakeTrainingAPI(statuses, logs or {}, train_rules)
         servers.append(api.serve())
         servers[-1].__enter__()
         conf = client.ApiClient(client.Configuration(host=api.url))
@@ -245,23 +253,18 @@ def test_timeout_names_the_job_and_deletes_it(clients: Any) -> None:
     assert not api.objects
 
 
-def test_the_default_chart_grants_no_training_jobs() -> None:
+def test_the_default_chart_grants_no_training_jobs(train_rules: list[dict[str, Any]]) -> None:
     """Least privilege: without ``rbac.pipeline.trainingJobs`` the pipeline may not create
     TFJobs or read pods; with it, create and delete only on tfjobs."""
-    (role,) = [
-        d for d in yaml.safe_load_all(render_chart()) if d and d["kind"] == "Role"
-        and d["metadata"]["name"].endswith("-pipeline")
-    ]  # fmt: skip
-    assert not any({"tfjobs", "pods", "pods/log"} & set(r["resources"]) for r in role["rules"])
-    writes = [
-        r["resources"] for r in PIPELINE_TRAIN_RULES if {"create", "delete"} & set(r["verbs"])
-    ]
+    default = _pipeline_role_rules(training_jobs=False)
+    assert not any({"tfjobs", "pods", "pods/log"} & set(r["resources"]) for r in default)
+    writes = [r["resources"] for r in train_rules if {"create", "delete"} & set(r["verbs"])]
     assert writes == [["tfjobs"]]
 
 
-def test_create_refused_says_what_to_check(clients: Any) -> None:
+def test_create_refused_says_what_to_check(clients: Any, train_rules: list[dict[str, Any]]) -> None:
     api, custom, core = clients([])
-    api.rules = [r for r in PIPELINE_TRAIN_RULES if r["resources"] != ["tfjobs"]]
+    api.rules = [r for r in train_rules if r["resources"] != ["tfjobs"]]
     with pytest.raises(TFJobError, match=r"could not be created: HTTP 403 .*create tfjobs"):
         run_tfjob(custom, core, _manifest(), timeout_s=5, poll_s=0.01, say=lambda _: None)
 
@@ -308,7 +311,7 @@ def test_train_with_tfjob_stages_inputs_and_copies_the_chiefs_outputs(
     assert RESULT_FILE == "result.json"
 
 
-def test_workers_use_the_steps_own_image(clients: Any) -> None:
+def test_workers_use_the_steps_own_image(clients: Any, train_rules: list[dict[str, Any]]) -> None:
     import socket
 
     from components.images import COMPONENT_IMAGE
@@ -321,5 +324,5 @@ def test_workers_use_the_steps_own_image(clients: Any) -> None:
     }  # fmt: skip
     assert own_image(core, NS) == "registry.local/components:abc"
     # A service account that may not read its pod falls back to the compiled-in image.
-    api.rules = [r for r in PIPELINE_TRAIN_RULES if r["resources"] != ["pods"]]
+    api.rules = [r for r in train_rules if r["resources"] != ["pods"]]
     assert own_image(core, NS) == COMPONENT_IMAGE
