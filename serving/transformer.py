@@ -28,7 +28,6 @@ import re
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -335,7 +334,7 @@ class FlightDelayTransformer(kserve.Model):
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
     ) -> Pending:
         started = time.perf_counter()
-        request_id = (headers or {}).get("x-request-id") or uuid.uuid4().hex
+        request_id = (headers or {}).get("x-request-id") or os.urandom(16).hex()
         v2 = isinstance(payload, InferRequest)
         try:
             if isinstance(payload, bytes | str):
