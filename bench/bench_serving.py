@@ -103,7 +103,11 @@ def server(args: list[str], port: int, model: str, log: Path) -> Iterator[subpro
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            wait_ready(port, model, proc)
+            try:
+                wait_ready(port, model, proc)
+            except (RuntimeError, TimeoutError) as err:
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                raise RuntimeError(f"{' '.join(args)}: {err}; log:\n" + "\n".join(tail)) from err
             yield proc
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -215,8 +219,8 @@ def run() -> dict[str, float | str]:
         for prefix, runs in rounds.items():
             put(prefix, {k: statistics.median(r[k] for r in runs) for k in runs[0]})
             figures[f"{prefix}_rps_rounds"] = str([round(r["rps"]) for r in runs])
-        for base, suffix in (("trivial_single", ""), ("trivial_fast_single", "_fast")):
-            pairs = zip(rounds["embedded_single"], rounds[base], strict=True)
+        for baseline, suffix in (("trivial_single", ""), ("trivial_fast_single", "_fast")):
+            pairs = zip(rounds["embedded_single"], rounds[baseline], strict=True)
             ratio = statistics.median(e["rps"] / t["rps"] for e, t in pairs)
             figures[f"embedded_single_ratio_vs_trivial{suffix}"] = round(ratio, 3)
 

@@ -28,6 +28,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +83,8 @@ DEFAULT_REQUEST_LOG_MAX_MB = 64.0
 # volume; the monitoring job, run daily, reads them long before the oldest is deleted.
 DEFAULT_REQUEST_LOG_MAX_FILES = 10
 DEFAULT_REQUEST_LOG_FLUSH_S = 1.0
+# Rows waiting for a stalled disk, past which rows are dropped: minutes of traffic at ~1 KiB a row.
+DEFAULT_REQUEST_LOG_MAX_QUEUED_MB = 256.0
 REQUEST_LOG_PREFIX = "requests"
 logger = logging.getLogger(__name__)
 _LOG_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -122,19 +125,23 @@ def rotated_files(path: Path) -> list[Path]:
 class RequestLog:
     """Append-only JSON lines of served predictions, for the monitoring job.
 
-    Writes are buffered, so logging costs a dict-to-JSON per row, not a disk write per request;
-    a background thread flushes the buffer every ``flush_s`` seconds whether or not more requests
-    come, and :meth:`close` (the server's shutdown on SIGTERM) flushes the rest. A file that grows
-    past ``max_mb`` is renamed to ``<stem>-<UTC stamp>.jsonl`` and a new one started; past
-    ``max_files`` rotated files the oldest is deleted. The monitoring job reads the rotated files
-    too (``mlops.monitor.request_log_files``).
+    The request path only serialises its rows and queues the bytes; a background thread writes
+    the queue to the file and flushes it every ``flush_s`` seconds, and :meth:`close` (the
+    server's shutdown on SIGTERM) writes the rest. No disk write, flush or file lock is ever on
+    the event loop: a disk that stalls (writeback under load) delays the log, not the answers.
+    A file that grows past ``max_mb`` is renamed to ``<stem>-<UTC stamp>.jsonl`` and a new one
+    started; past ``max_files`` rotated files the oldest is deleted. The monitoring job reads the
+    rotated files too (``mlops.monitor.request_log_files``). Past ``max_queued_mb`` of rows
+    waiting for a stalled disk, further rows are dropped and counted (``dropped_rows``) rather
+    than held without bound.
 
     Args:
         target: A ``.jsonl`` file, or a directory shared by replicas (see
             :func:`request_log_file`); ``None`` logs nothing.
-        flush_s: Longest time written rows stay in the process's buffer.
+        flush_s: Longest time written rows stay in the process's memory.
         max_mb: Size at which the file is rotated; ``0`` never rotates.
         max_files: Rotated files kept per process; ``0`` keeps every one.
+        max_queued_mb: Bytes of rows that may wait for the writer thread.
     """
 
     def __init__(
@@ -143,18 +150,28 @@ class RequestLog:
         flush_s: float = DEFAULT_REQUEST_LOG_FLUSH_S,
         max_mb: float = DEFAULT_REQUEST_LOG_MAX_MB,
         max_files: int = DEFAULT_REQUEST_LOG_MAX_FILES,
+        max_queued_mb: float = DEFAULT_REQUEST_LOG_MAX_QUEUED_MB,
     ) -> None:
-        if flush_s <= 0 or max_mb < 0 or max_files < 0:
+        if flush_s <= 0 or max_mb < 0 or max_files < 0 or max_queued_mb <= 0:
             raise ValueError(
-                "request log: flush_s must be > 0, max_mb and max_files >= 0, got "
-                f"flush_s={flush_s}, max_mb={max_mb}, max_files={max_files}"
+                "request log: flush_s and max_queued_mb must be > 0, max_mb and max_files >= 0, "
+                f"got flush_s={flush_s}, max_mb={max_mb}, max_files={max_files}, "
+                f"max_queued_mb={max_queued_mb}"
             )
         self.target = target
         self.flush_s = flush_s
         self.max_bytes = int(max_mb * (1 << 20))
         self.max_files = max_files
+        self.max_queued = int(max_queued_mb * (1 << 20))
         self.path: Path | None = None
+        self.dropped_rows = 0
+        # Held by whoever writes the file (the writer thread, close), never by the event loop.
         self._lock = threading.Lock()
+        self._queue: deque[bytes] = deque()
+        # Bytes queued (added to by the event loop only) and taken (by the writer only): two
+        # single-writer counters, so no update is lost between the threads.
+        self._queued_bytes = 0
+        self._taken_bytes = 0
         self._file: Any = None
         self._size = 0
         self._pid = 0
@@ -173,23 +190,38 @@ class RequestLog:
     def _open(self) -> None:
         """Open this process's file; opened at the first write, so forked workers get their own."""
         assert self.target is not None
-        self._pid = os.getpid()
-        self.path = request_log_file(self.target, pid=self._pid)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab", buffering=1 << 16)
-        self._size = self._file.tell()
+        with self._lock:
+            self._pid = os.getpid()
+            self._queue.clear()  # a forked worker's copy of its parent's queue is not its rows
+            self._queued_bytes = self._taken_bytes = 0
+            self.path = request_log_file(self.target, pid=self._pid)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab", buffering=1 << 16)
+            self._size = self._file.tell()
         # Started here, not in __init__: a forked worker has no thread of its parent's. Each file
         # opened gets its own stop event, so a closed file's thread never outlives it.
         self._closed = closed = threading.Event()
         threading.Thread(
-            target=self._flush_every, args=(closed,), name="request-log-flush", daemon=True
+            target=self._write_every, args=(closed,), name="request-log-writer", daemon=True
         ).start()
 
-    def _flush_every(self, closed: threading.Event) -> None:
+    def _write_every(self, closed: threading.Event) -> None:
         while not closed.wait(self.flush_s):
-            with self._lock:
-                if self._file is not None and self._pid == os.getpid():
-                    self._file.flush()
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write the queued rows to the file (rotating it as it fills) and flush it."""
+        with self._lock:
+            if self._file is None or self._pid != os.getpid():
+                return
+            while self._queue:
+                text = self._queue.popleft()
+                self._taken_bytes += len(text)
+                if self.max_bytes and self._size and self._size + len(text) > self.max_bytes:
+                    self._rotate()
+                self._file.write(text)
+                self._size += len(text)
+            self._file.flush()
 
     def _rotate(self) -> None:
         assert self.path is not None
@@ -202,22 +234,26 @@ class RequestLog:
                 old.unlink(missing_ok=True)
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        """Append one request's rows."""
+        """Queue one request's rows for the writer thread."""
         if self.target is None:
             return
+        if self._file is None or self._pid != os.getpid():
+            self._open()
         # orjson writes NaN as null and numpy scalars as numbers, as the monitoring job reads them.
         text = b"".join(orjson.dumps(r, option=_LOG_OPTIONS) + b"\n" for r in records)
-        with self._lock:
-            if self._file is None or self._pid != os.getpid():
-                self._open()
-            if self.max_bytes and self._size and self._size + len(text) > self.max_bytes:
-                self._rotate()
-            self._file.write(text)
-            self._size += len(text)
+        waiting = self._queued_bytes - self._taken_bytes
+        if waiting + len(text) > self.max_queued:
+            if not self.dropped_rows:
+                logger.warning("request log: %d bytes wait for the disk; dropping rows", waiting)
+            self.dropped_rows += len(records)
+            return
+        self._queued_bytes += len(text)
+        self._queue.append(text)  # deque.append is atomic: no lock on the event loop
 
     def close(self) -> None:
-        """Flush and close the current file (a later write opens it again)."""
+        """Write the queued rows, flush and close the file (a later write opens it again)."""
         self._closed.set()
+        self._drain()
         with self._lock:
             if self._file is not None:
                 self._file.close()

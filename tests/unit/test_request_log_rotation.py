@@ -165,3 +165,26 @@ def test_request_log_flags_and_their_bounds() -> None:
     assert (log.flush_s, log.max_files) == (0.5, 3)
     with pytest.raises(ValueError, match="flush_s"):
         RequestLog(None, flush_s=0)
+
+
+def test_a_stalled_disk_never_blocks_a_write_and_bounds_the_queue(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "requests.jsonl"
+    row_bytes = len(json.dumps(record(0), separators=(",", ":"))) + 1
+    # The writer's turn never comes during the test (30 s): the queue holds what was written.
+    log = RequestLog(path, flush_s=30, max_queued_mb=10 * row_bytes / (1 << 20))
+    try:
+        log.write([record(0)])  # opens the file and starts the writer
+        # The writer holds the file while its write or flush is stuck on the disk.
+        with log._lock:
+            started = time.perf_counter()
+            for i in range(1, 20):
+                log.write([record(i)])
+            took = time.perf_counter() - started
+        assert took < 0.05, "the request path waited for the file"
+        assert log.dropped_rows == 10  # 10 rows fit the queue, the rest were counted and dropped
+    finally:
+        log.close()
+    written = [r["request_id"] for r in map(json.loads, path.read_text().splitlines())]
+    assert written == [f"r{i}" for i in range(10)]
