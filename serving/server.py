@@ -17,7 +17,7 @@ import gc
 import logging
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ import kserve
 import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, StreamingResponse
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 
 from serving.metrics import REQUEST_ERRORS, REQUESTS, SERVED_VERSIONS, model_labels
@@ -228,6 +228,9 @@ class FastPredict:
         if isinstance(response, bytes | str):
             # A binary CloudEvent: KServe's route answers it as a plain Response with its headers.
             await Response(content=response, headers=response_headers)(scope, receive, send)
+            return
+        if isinstance(response, AsyncIterator):  # a streamed answer, as KServe's route streams it
+            await StreamingResponse(content=response)(scope, receive, send)
             return
         content = orjson.dumps(
             response, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
