@@ -28,6 +28,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, StreamingResponse
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from starlette.middleware import Middleware
 
 from serving.metrics import REQUEST_ERRORS, REQUESTS, SERVED_VERSIONS, model_labels
 from serving.online import FeatureLookupError
@@ -455,7 +456,11 @@ def configure_app(
     for exc, handler in HANDLERS.items():
         app.add_exception_handler(exc, handler)
     if fast_predict:
-        app.add_middleware(FastPredict, dataplane=dataplane, handlers=app.exception_handlers)
+        # Innermost of the user middleware, so KServe's own (the access logger of
+        # --access_log_format) still sees every request.
+        app.user_middleware.append(
+            Middleware(FastPredict, dataplane=dataplane, handlers=app.exception_handlers)
+        )
     app.add_middleware(CountRequests)
     # Added last, so outermost: an oversized body is refused before any other layer runs.
     app.add_middleware(LimitBody, max_bytes=max_request_bytes)
