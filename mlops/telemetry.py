@@ -23,6 +23,8 @@ FEATURE_FRESHNESS = f"{PREFIX}_feature_freshness_seconds"  # gauge{model, versio
 MISSING_ENTITIES = f"{PREFIX}_missing_entities_total"  # counter{model, version, view}
 MODEL_BATCH_ROWS = f"{PREFIX}_model_batch_rows"  # histogram{model, version}: rows per model call
 FEATURE_CACHE = f"{PREFIX}_feature_cache_total"  # counter{result in FEATURE_CACHE_RESULTS}
+# counter: request-log rows dropped because the disk stalled past the log's queue bound
+REQUEST_LOG_DROPPED = f"{PREFIX}_request_log_dropped_rows_total"
 
 ERROR_KINDS = ("bad_request", "feature_lookup", "predict", "unavailable", "internal")
 STAGES = ("feature_lookup", "predict", "total")

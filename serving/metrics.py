@@ -231,6 +231,14 @@ MODEL_BATCH_ROWS = LoopFamily(
     (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 
+REQUEST_LOG_DROPPED = LoopFamily(
+    T.REQUEST_LOG_DROPPED,
+    "Request-log rows dropped: the disk stalled and more than max_queued_mb waited for it.",
+    [],
+    "counter",
+)
+REQUEST_LOG_DROPPED.labels()  # 0 from start-up, so a first drop shows as an increase
+
 # Model name -> version of the models this process serves (bounds the `model` label).
 SERVED_VERSIONS: dict[str, str] = {}
 

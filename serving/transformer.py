@@ -132,8 +132,8 @@ class RequestLog:
     A file that grows past ``max_mb`` is renamed to ``<stem>-<UTC stamp>.jsonl`` and a new one
     started; past ``max_files`` rotated files the oldest is deleted. The monitoring job reads the
     rotated files too (``mlops.monitor.request_log_files``). Past ``max_queued_mb`` of rows
-    waiting for a stalled disk, further rows are dropped and counted (``dropped_rows``) rather
-    than held without bound.
+    waiting for a stalled disk, further rows are dropped and counted (``dropped_rows`` and the
+    ``flight_delay_request_log_dropped_rows_total`` counter) rather than held without bound.
 
     Args:
         target: A ``.jsonl`` file, or a directory shared by replicas (see
@@ -246,6 +246,7 @@ class RequestLog:
             if not self.dropped_rows:
                 logger.warning("request log: %d bytes wait for the disk; dropping rows", waiting)
             self.dropped_rows += len(records)
+            M.REQUEST_LOG_DROPPED.labels().inc(len(records))
             return
         self._queued_bytes += len(text)
         self._queue.append(text)  # deque.append is atomic: no lock on the event loop

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from prometheus_client import REGISTRY
 
 from components.monitor.core import read_request_log, request_log_files
+from mlops.telemetry import REQUEST_LOG_DROPPED
 from serving import transformer as T
 from serving.transformer import RequestLog, build_parser, request_log_file
 
@@ -174,6 +176,7 @@ def test_a_stalled_disk_never_blocks_a_write_and_bounds_the_queue(tmp_path: Path
     row_bytes = len(json.dumps(record(0), separators=(",", ":"))) + 1
     # The writer's turn never comes during the test (30 s): the queue holds what was written.
     log = RequestLog(path, flush_s=30, max_queued_mb=10 * row_bytes / (1 << 20))
+    dropped_before = REGISTRY.get_sample_value(REQUEST_LOG_DROPPED)
     try:
         log.write([record(0)])  # opens the file and starts the writer
         # The writer holds the file while its write or flush is stuck on the disk.
@@ -184,6 +187,7 @@ def test_a_stalled_disk_never_blocks_a_write_and_bounds_the_queue(tmp_path: Path
             took = time.perf_counter() - started
         assert took < 0.05, "the request path waited for the file"
         assert log.dropped_rows == 10  # 10 rows fit the queue, the rest were counted and dropped
+        assert REGISTRY.get_sample_value(REQUEST_LOG_DROPPED) == dropped_before + 10
     finally:
         log.close()
     written = [r["request_id"] for r in map(json.loads, path.read_text().splitlines())]
