@@ -215,20 +215,24 @@ def build_model(tft_output: Any, hp: HyperParameters, linear_only: bool = False)
     categorical, numeric = _feature_columns(tft_output)
     inputs: dict[str, Any] = {}
     wide, deep = [], []
+    # Each layer here is a few TensorFlow ops in every served call, whose cost is per op: a
+    # one-hot is one op where Keras' CategoryEncoding is 18, and the numerics enter as one
+    # stacked block rather than 35 Reshape layers (4 ops each). The values are the same.
     for name, buckets in categorical.items():
         inp = tf.keras.Input(shape=(), name=name, dtype=tf.int64)
         inputs[name] = inp
         idx = tf.keras.layers.Lambda(lambda x, b=buckets: tf.clip_by_value(x, 0, b - 1))(inp)
-        wide.append(tf.keras.layers.CategoryEncoding(buckets, output_mode="one_hot")(idx))
+        wide.append(tf.keras.layers.Lambda(lambda x, b=buckets: tf.one_hot(x, b))(idx))
         if not linear_only:
             emb = tf.keras.layers.Embedding(buckets, hp.embedding_dim, name=f"emb_{name}")(idx)
             deep.append(emb)
     for name in numeric:
-        inp = tf.keras.Input(shape=(), name=name, dtype=tf.float32)
-        inputs[name] = inp
-        col = tf.keras.layers.Reshape((1,))(inp)
-        wide.append(col)
-        deep.append(col)
+        inputs[name] = tf.keras.Input(shape=(), name=name, dtype=tf.float32)
+    block = tf.keras.layers.Lambda(lambda cols: tf.stack(cols, axis=1), name="numeric")(
+        [inputs[name] for name in numeric]
+    )
+    wide.append(block)
+    deep.append(block)
     wide_x = tf.keras.layers.Concatenate(name="wide")(wide)
     wide_logit = tf.keras.layers.Dense(1, name="wide_logit")(wide_x)
     if linear_only:
@@ -263,8 +267,6 @@ def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
     import tensorflow as tf
     from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
-    from components.transform.preprocessing import raw_dense_to_tft_inputs
-
     tft_layer = tft_output.transform_features_layer()
     specs = {
         name: tf.TensorSpec([None], tf.float32 if name in F.NUMERIC_FEATURES else tf.string, name)
@@ -280,7 +282,7 @@ def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
         # No Python control flow depends on tensors here: AutoGraph has nothing to convert.
         @tf.function(input_signature=[specs], autograph=False)
         def serve(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            transformed = self.tft_layer(raw_dense_to_tft_inputs(raw))
+            transformed = self.tft_layer(raw)
             feats = {k: transformed[k] for k in model.input}
             score = tf.reshape(tf.cast(model(feats, training=False), tf.float32), [-1])
             return {"score": score}

@@ -9,8 +9,8 @@ pass through unchanged, so the same code runs on the DirectRunner here and on Fl
 Dataflow (see README.md).
 
 Input path: parquet is read in batches (``ReadFromParquetBatched``) and each Arrow table becomes
-one ``RecordBatch`` of list columns (a missing value is an empty list) that TFT consumes through
-a ``TensorAdapterConfig``; TFT's output stays in RecordBatches, encoded to ``tf.Example`` by
+one ``RecordBatch`` of list columns (one value a row, NaN / ``b""`` when missing) that TFT reads
+through a ``TensorAdapterConfig``; TFT's output stays in RecordBatches, encoded to ``tf.Example`` by
 tfx_bsl's C++ encoder. No Python dict is built per row on either side.
 """
 
@@ -63,10 +63,9 @@ class TransformResult:
 def to_record_batches(table: Any, batch_rows: int = BATCH_ROWS) -> list[Any]:
     """Turn an Arrow table of training rows into TFT's raw input form.
 
-    Every feature becomes a list column: numeric as ``list<float32>``, categorical as
-    ``list<binary>``; a null, a NaN or an empty string becomes an empty list, so TFT sees the
-    same ``[batch, 0-or-1]`` SparseTensor as :func:`raw_dense_to_tft_inputs` builds at serving.
-    The label becomes ``list<int64>`` of length one.
+    Every feature becomes a list column of one value a row, as the served model takes them:
+    numeric as ``list<float32>`` with NaN for a null, categorical as ``list<binary>`` with
+    ``b""`` for a null. The label becomes ``list<int64>``.
 
     Raises:
         ValueError: A contract column is missing, or the label has nulls.
@@ -82,27 +81,22 @@ def to_record_batches(table: Any, batch_rows: int = BATCH_ROWS) -> list[Any]:
     if label_nulls:
         raise ValueError(f"label {F.LABEL} has {label_nulls} missing values")
 
-    def as_list(values: Any, present: Any) -> Any:
-        present_np = present.to_numpy(zero_copy_only=False)
-        offsets = np.zeros(len(present_np) + 1, dtype=np.int32)
-        np.cumsum(present_np, out=offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(offsets), values.filter(present))
+    def one_per_row(values: Any) -> Any:
+        offsets = pa.array(np.arange(len(values) + 1, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, values)
 
     def convert(part: Any) -> Any:
         arrays, names = [], []
         for name in F.FEATURE_NAMES:
             col = part.column(name).combine_chunks()
             if name in F.NUMERIC_FEATURES:
-                col = pc.cast(col, pa.float32())
-                present = pc.and_(pc.is_valid(col), pc.invert(pc.fill_null(pc.is_nan(col), False)))
+                col = pc.fill_null(pc.cast(col, pa.float32()), float("nan"))
             else:
-                col = pc.cast(col, pa.binary())
-                present = pc.and_(pc.is_valid(col), pc.fill_null(pc.not_equal(col, b""), False))
-            arrays.append(as_list(col, present))  # filter() copies: compact buffers
+                col = pc.fill_null(pc.cast(col, pa.binary()), b"")
+            arrays.append(one_per_row(col))
             names.append(name)
         label = part.column(F.LABEL).to_numpy().astype(np.int64)  # a copy, not a view
-        offsets = pa.array(np.arange(len(label) + 1, dtype=np.int32))
-        arrays.append(pa.ListArray.from_arrays(offsets, pa.array(label)))
+        arrays.append(one_per_row(pa.array(label)))
         names.append(F.LABEL)
         return pa.RecordBatch.from_arrays(arrays, names)
 

@@ -1,8 +1,9 @@
-"""The TFT ``preprocessing_fn``, built from the feature contract, and its serving adapter.
+"""The TFT ``preprocessing_fn``, built from the feature contract.
 
-Raw features enter as ``VarLenFeature`` (a missing value is an empty list), so one raw form
-serves training (parquet rows, nulls allowed) and serving (dense tensors with NaN / ``b""`` for a
-missing value, turned into the same sparse form by :func:`raw_dense_to_tft_inputs`).
+Raw features enter as one value a row (``FixedLenFeature([])``): float32 with NaN for a missing
+numeric, bytes with ``b""`` for a missing category. That is the served model's input form too, so
+one raw form serves training (parquet rows, nulls made NaN / ``b""`` by the transform step) and
+serving (the signature's dense tensors), with nothing converted in between.
 
 Transformations:
 - numerics: z-scored with the mean and variance of the present training values; a missing
@@ -33,89 +34,57 @@ def xf(name: str) -> str:
 
 
 def raw_feature_spec() -> dict[str, Any]:
-    """The raw feature spec: every feature VarLen (nullable), the label a fixed int64."""
+    """The raw feature spec: one value a row for every feature (NaN / ``b""`` when missing)."""
     import tensorflow as tf
 
     spec: dict[str, Any] = {
-        name: tf.io.VarLenFeature(tf.float32 if name in F.NUMERIC_FEATURES else tf.string)
+        name: tf.io.FixedLenFeature([], tf.float32 if name in F.NUMERIC_FEATURES else tf.string)
         for name in F.FEATURE_NAMES
     }
     spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
     return spec
 
 
-def _dense(x: Any, default: Any) -> Any:
-    """A [batch, 0-or-1] SparseTensor as a [batch] dense tensor, ``default`` where missing."""
+def _category(x: Any) -> Any:
+    """A raw category with ``b""`` (missing) replaced by the missing token."""
     import tensorflow as tf
 
-    if not isinstance(x, tf.SparseTensor):
-        return x
-    return tf.squeeze(
-        tf.sparse.to_dense(
-            tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default
-        ),
-        axis=1,
-    )
-
-
-def _present(x: Any) -> Any:
-    """1.0 where a [batch, 0-or-1] SparseTensor has a value, else 0.0."""
-    import tensorflow as tf
-
-    ones = tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.float32), x.dense_shape)
-    return _dense(ones, 0.0)
+    return tf.where(tf.equal(x, b""), F.MISSING_CATEGORY, x)
 
 
 def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
-    """TFT preprocessing: raw features (sparse) -> model inputs ``<name>_xf`` and the label."""
+    """TFT preprocessing: raw features ``[batch]`` -> model inputs ``<name>_xf`` and the label."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
     out: dict[str, Any] = {}
-    for name in F.NUMERIC_FEATURES:
-        raw = inputs[name]
-        # z-scores of the present values (mean and variance over them only), then 0.0 (the
-        # mean) where missing. Imputing before scaling would make the variance depend on a first
-        # analysis pass (the mean), costing a second pass over the data.
-        out[xf(name)] = _dense(tft.scale_to_z_score(raw, name=f"zscore_{name}"), 0.0)
+    # The numerics are scaled as one [batch, n] block, not one by one: this graph runs inside
+    # every served model call, where TensorFlow's cost is per op, not per value. Scaling feature
+    # by feature took ~40 ops each (1,850 in the call); the block takes a handful for all.
+    numeric = tf.stack([inputs[name] for name in F.NUMERIC_FEATURES], axis=1)
+    missing = tf.math.is_nan(numeric)
+    # z-scores with each column's mean and variance over its present values (TFT's analyzers
+    # skip NaN), then 0.0 (the mean) where missing.
+    scaled = tf.where(missing, 0.0, tft.scale_to_z_score(numeric, elementwise=True, name="zscore"))
+    missing_flags = tf.cast(missing, tf.float32)
+    for i, (name, column) in enumerate(
+        zip(F.NUMERIC_FEATURES, tf.unstack(scaled, axis=1), strict=True)
+    ):
+        out[xf(name)] = column
         if name in MISSING_INDICATORS:
-            out[xf(f"{name}_missing")] = 1.0 - _present(raw)
+            out[xf(f"{name}_missing")] = missing_flags[:, i]
     for name in F.CATEGORICAL_FEATURES:
-        value = _dense(inputs[name], F.MISSING_CATEGORY)
         out[xf(name)] = tft.compute_and_apply_vocabulary(
-            value, top_k=VOCAB_TOP_K, num_oov_buckets=OOV_BUCKETS, vocab_filename=name
-        )
+            _category(inputs[name]), top_k=VOCAB_TOP_K, num_oov_buckets=OOV_BUCKETS,
+            vocab_filename=name,
+        )  # fmt: skip
     for a, b in CROSSES:
-        joined = tf.strings.join(
-            [_dense(inputs[a], F.MISSING_CATEGORY), _dense(inputs[b], F.MISSING_CATEGORY)], "|"
-        )
+        joined = tf.strings.join([_category(inputs[a]), _category(inputs[b])], "|")
         out[xf(f"{a}_x_{b}")] = tft.compute_and_apply_vocabulary(
             joined, top_k=VOCAB_TOP_K, num_oov_buckets=OOV_BUCKETS, vocab_filename=f"{a}_x_{b}"
         )
-    hour = _dense(inputs["sched_dep_hour"], 12.0)
+    hour = inputs["sched_dep_hour"]
+    hour = tf.where(tf.math.is_nan(hour), 12.0, hour)
     out[xf("sched_dep_hour_bucket")] = tft.bucketize(hour, HOUR_BUCKETS)
     out[F.LABEL] = inputs[F.LABEL]
-    return out
-
-
-def raw_dense_to_tft_inputs(raw: dict[str, Any]) -> dict[str, Any]:
-    """Turn dense serving tensors into the raw form the TFT layer expects.
-
-    Args:
-        raw: One ``[batch]`` tensor per name in ``FEATURE_NAMES``: float32 with NaN for a
-            missing numeric, string with ``b""`` for a missing category.
-
-    Returns:
-        ``[batch, 0-or-1]`` SparseTensors, exactly as the training rows were parsed.
-    """
-    import tensorflow as tf
-
-    out = {}
-    for name in F.FEATURE_NAMES:
-        x = raw[name]
-        present = tf.logical_not(tf.math.is_nan(x)) if x.dtype.is_floating else tf.not_equal(x, b"")
-        rows = tf.where(present)
-        indices = tf.concat([rows, tf.zeros_like(rows)], axis=1)
-        batch = tf.shape(x, out_type=tf.int64)[0]
-        out[name] = tf.SparseTensor(indices, tf.boolean_mask(x, present), [batch, 1])
     return out

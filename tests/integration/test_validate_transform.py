@@ -112,11 +112,10 @@ def test_serving_transform_equals_training_examples(
     import tensorflow_transform as tft
 
     from components.transform.core import load_transformed_dataset
-    from components.transform.preprocessing import raw_dense_to_tft_inputs
 
     _, evaluation = training_set("2013-01", "2013-01")
     tft_output = tft.TFTransformOutput(str(transformed / "graph"))
-    served = tft_output.transform_features_layer()(raw_dense_to_tft_inputs(raw_dense(evaluation)))
+    served = tft_output.transform_features_layer()(raw_dense(evaluation))
     names = sorted(k for k in tft_output.transformed_feature_spec() if k != F.LABEL)
     batches = list(
         load_transformed_dataset(transformed / "graph", transformed / "examples", "validation",
@@ -139,7 +138,7 @@ def test_serving_transform_equals_training_examples(
     odd[F.CARRIER] = ["QQ", None]
     odd["temp"] = [np.nan, 50.0]
     odd["wind_gust"] = [np.nan, 20.0]
-    out = tft_output.transform_features_layer()(raw_dense_to_tft_inputs(raw_dense(odd)))
+    out = tft_output.transform_features_layer()(raw_dense(odd))
     vocab = tft_output.vocabulary_size_by_name(F.CARRIER)
     assert int(out["carrier_xf"][0]) == vocab  # the OOV bucket
     # A missing carrier becomes the missing token, which January never had: the OOV bucket too.
