@@ -238,6 +238,18 @@ def test_model_process_scores_like_the_model_and_survives_its_child(tmp_path: Pa
     categorical = np.array([[b"UA" if i % 2 else b"DL"] * len(CATEGORICAL) for i in range(16)],
                            dtype=object)  # fmt: skip
     local = SavedModelScorer(model_dir).score(numeric, categorical)
+    # The session that runs the packed inputs scores as the signature does, input by input,
+    # on rows whose scores differ (a column mix-up would show).
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    small = numeric / 20
+    packed = SavedModelScorer(model_dir).score(small, categorical)
+    inputs = {n: tf.constant(small[:, i]) for i, n in enumerate(NUMERIC)}
+    inputs.update({n: tf.constant(categorical[:, i].astype(bytes))
+                   for i, n in enumerate(CATEGORICAL)})  # fmt: skip
+    np.testing.assert_allclose(packed, signature(**inputs)["score"].numpy(), rtol=1e-6)
+    assert len(set(packed.round(4))) > 8
     proc = ModelProcess(model_dir)
     try:
         np.testing.assert_array_equal(proc.score(numeric, categorical), local)
