@@ -516,7 +516,12 @@ def serve(
     # The Starlette timing middleware logs one INFO line per request through this logger.
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     if not access_log:
-        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+        # uvicorn builds each line's arguments (the quoted path) whenever this logger has a
+        # handler, whatever its level: 2 % of a served request's CPU. No handler, no work.
+        access = logging.getLogger("uvicorn.access")
+        access.setLevel(logging.WARNING)
+        access.handlers.clear()
+        access.propagate = False
     # Everything loaded so far (TensorFlow, Feast, the models: ~600k objects) lives as long as the
     # server: moved out of the collector's sight, a collection scans only what requests allocate.
     gc.collect()
