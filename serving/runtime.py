@@ -1,7 +1,7 @@
 """Where the SavedModel runs: in this process, or in a child process of its own.
 
-A model call is ~0.27 ms of TensorFlow graph for this model whatever the batch size, but the Python
-around it (building tensors, binding the signature, reading the result) needs the GIL. In the
+A model call is ~0.27 ms of TensorFlow for this model whatever the batch size (``packed_session``),
+but the Python around it (feeding the inputs, reading the result) needs the GIL. In the
 server's process the event loop holds the GIL most of the time, so a call made from a worker
 thread waits for it at every step and takes 3-5x longer; measured, it made the model thread the
 bottleneck. ``ModelProcess`` runs the model in a child process with its own interpreter: the
