@@ -61,11 +61,12 @@ class ModelCallTimeout(ModelProcessError):
 OnDone = Callable[[np.ndarray | None, BaseException | None], None]
 
 
-def packed_session(tf: Any, model_dir: str) -> Any:
-    """The serving signature behind two inputs, run by a session: ``f(numeric, categorical)``.
+def packed_session(tf: Any, model_dir: str) -> tuple[Any, Any]:
+    """The serving signature behind two inputs, run by a session: ``(session, f)``.
 
-    ``numeric`` is ``[n, len(NUMERIC)]`` float32, ``categorical`` ``[n, len(CATEGORICAL)]`` bytes;
-    the graph splits them into the signature's inputs, and ``f`` returns the signature's scores.
+    ``f(numeric, categorical)`` takes ``[n, len(NUMERIC)]`` float32 and ``[n, len(CATEGORICAL)]``
+    bytes, which the graph splits into the signature's inputs, and returns the signature's
+    scores. Closing the session frees the model.
 
     Why a session and not the eager signature: a call is a few hundred small ops, and measured
     on this model TensorFlow's eager function call costs more than they do. An eager call of an
@@ -110,7 +111,7 @@ def packed_session(tf: Any, model_dir: str) -> Any:
             input_map={signature.inputs[name].name: columns[name] for name in F.FEATURE_NAMES},
         )  # fmt: skip
         scores = graph.get_tensor_by_name(signature.outputs[SCORE].name)
-        return session.make_callable(scores, [numeric, categorical])
+        return session, session.make_callable(scores, [numeric, categorical])
 
 
 class SavedModelScorer:
@@ -128,7 +129,7 @@ class SavedModelScorer:
         self.call_timeout_s = call_timeout_s
         import tensorflow as tf  # heavy import kept out of module import
 
-        self._call = packed_session(tf, model_dir)
+        self._session, self._call = packed_session(tf, model_dir)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="score")
 
     def score(self, numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
@@ -162,6 +163,7 @@ class SavedModelScorer:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
+        self._session.close()
 
 
 def _serve_model(model_dir: str, conn: Connection) -> None:
