@@ -27,6 +27,11 @@ TRAIN_DATA_FILE = "train.parquet"
 VALIDATION_DATA_FILE = "validation.parquet"
 EVAL_DATA_FILE = "eval.parquet"
 
+# The exported SavedModel's contract (train exports it; evaluate, the predictor and the
+# registry's checks call it): the signature and the key of its probability output.
+SIGNATURE = "serving_default"
+SCORE = "score"
+
 # Model artifact metadata (written by train) and evaluation JSON key (written by evaluate,
 # stored by push as the version's evaluation.json): the score threshold chosen on the
 # validation split, at which evaluate reports precision and recall.

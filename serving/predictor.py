@@ -23,6 +23,7 @@ from kserve.errors import InvalidInput, ModelNotReady
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from mlops import features as F
+from mlops.artifacts import SCORE
 from mlops.registry import version_from_uri
 from mlops.rollout import STORAGE_URI_ENV
 from serving import metrics as M
@@ -30,7 +31,6 @@ from serving.runtime import (
     CATEGORICAL,
     DEFAULT_CALL_TIMEOUT_S,
     NUMERIC,
-    SCORE,
     ModelProcess,
     ModelProcessError,
     SavedModelScorer,

@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from mlops import features as F
+from mlops.artifacts import SCORE, SIGNATURE
 
-SIGNATURE = "serving_default"
-SCORE = "score"
 NUMERIC = tuple(n for n in F.FEATURE_NAMES if n in F.NUMERIC_FEATURES)
 CATEGORICAL = tuple(n for n in F.FEATURE_NAMES if n not in F.NUMERIC_FEATURES)
 

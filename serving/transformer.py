@@ -42,6 +42,7 @@ from kserve.model import PredictorConfig
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from mlops import features as F
+from mlops.artifacts import SCORE
 from mlops.registry import CANDIDATE_SUFFIX
 from serving import metrics as M
 from serving.online import (
@@ -520,7 +521,7 @@ class FlightDelayTransformer(kserve.Model):
         self.request_log.write(records)
         metrics.stage["total"].observe(time.perf_counter() - result.started)
         if result.v2:
-            out = InferOutput("score", [len(scores)], "FP32", data=[float(s) for s in scores])
+            out = InferOutput(SCORE, [len(scores)], "FP32", data=[float(s) for s in scores])
             return InferResponse(
                 response_id=result.request_id,
                 model_name=self.name,
@@ -540,7 +541,7 @@ class FlightDelayTransformer(kserve.Model):
         ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return [{"name": "score", "datatype": "FP32", "shape": [-1]}]
+        return [{"name": SCORE, "datatype": "FP32", "shape": [-1]}]
 
 
 def add_online_feature_args(p: argparse.ArgumentParser) -> None:

@@ -28,11 +28,9 @@ from components.evaluate.metrics import (
     roc_curve,
 )
 from mlops import features as F
-from mlops.artifacts import OPERATING_THRESHOLD
+from mlops.artifacts import OPERATING_THRESHOLD, SCORE, SIGNATURE
 from mlops.registry import PRODUCTION
 
-SCORE_KEY = "score"
-SIGNATURE = "serving_default"
 PARAMETER_SOURCE = "decision_threshold parameter"
 
 
@@ -343,9 +341,9 @@ def score(model_dir: str | Path, eval_df: pd.DataFrame, batch_size: int = 8192) 
             for name, values in inputs.items()
         }
         result = fn(**batch)
-        if SCORE_KEY not in result:
-            raise ValueError(f"{model_dir} returns {sorted(result)}, not {SCORE_KEY!r}")
-        out[start:stop] = result[SCORE_KEY].numpy().reshape(-1)
+        if SCORE not in result:
+            raise ValueError(f"{model_dir} returns {sorted(result)}, not {SCORE!r}")
+        out[start:stop] = result[SCORE].numpy().reshape(-1)
     return out
 
 

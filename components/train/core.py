@@ -25,10 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops import features as F
-from mlops.artifacts import OPERATING_THRESHOLD
-
-# The serving signature of the exported model (the evaluator and the predictor call it).
-SIGNATURE = "serving_default"
+from mlops.artifacts import OPERATING_THRESHOLD, SCORE, SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -285,7 +282,7 @@ def export_serving_model(model: Any, tft_output: Any, export_dir: Path) -> None:
             transformed = self.tft_layer(raw)
             feats = {k: transformed[k] for k in model.input}
             score = tf.reshape(tf.cast(model(feats, training=False), tf.float32), [-1])
-            return {"score": score}
+            return {SCORE: score}
 
     module = ServingModule()
 
