@@ -42,6 +42,8 @@ def test_unit_tests_of_the_rules_pass(promtool: str) -> None:
         ("on(feature, comparison)", "on(feature) group_left"),
         # Canary alert on any state rather than a roll-back.
         ('{state="rolled_back"} == 1', " == 1"),
+        # Request-log drops counted only past 100 rows: the 25 dropped no longer fire.
+        ("dropped_rows_total[10m]) > 0", "dropped_rows_total[10m]) > 100"),
         # Slice shift threshold raised from 50% to 500%: UA's jump no longer fires.
         ("> 0.5 * flight_delay:slice_positive_rate", "> 5 * flight_delay:slice_positive_rate"),
     ],
@@ -63,7 +65,7 @@ def test_rules_use_only_metric_names_of_the_telemetry_module() -> None:
     exprs = " ".join(r["expr"] for g in groups for r in g["rules"])
     names = {T.FEATURE_DRIFT, T.FEATURE_DRIFT_THRESHOLD, T.PREDICTIONS, T.REQUESTS,
              T.REQUEST_ERRORS, f"{T.STAGE_LATENCY}_bucket", T.ROLLOUT_STATE,
-             T.FEATURE_FRESHNESS}  # fmt: skip
+             T.FEATURE_FRESHNESS, T.REQUEST_LOG_DROPPED}  # fmt: skip
     for name in names:
         assert name in exprs, name
     alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
@@ -74,6 +76,7 @@ def test_rules_use_only_metric_names_of_the_telemetry_module() -> None:
         "FlightDelayLatencyP99High",
         "FlightDelayCanaryRolledBack",
         "FlightDelayRealtimeFeaturesStale",
+        "FlightDelayRequestLogDropping",
     }
     # The stale-feed alert's bound is the serving staleness bound of the contract.
     stale = next(r for g in groups for r in g["rules"]
