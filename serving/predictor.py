@@ -277,10 +277,15 @@ class FlightDelayPredictor(kserve.Model):
         fut: asyncio.Future[np.ndarray] = loop.create_future()
         self._queue.append((inputs, fut))
         self._queued_rows += n
-        if self._idle and not self._dispatch_scheduled:
+        if self._idle:
+            self._schedule_dispatch(loop)
+        return await fut
+
+    def _schedule_dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Dispatch on the next loop turn (once), so requests read in this turn join the call."""
+        if not self._dispatch_scheduled:
             self._dispatch_scheduled = True
             loop.call_soon(self._dispatch)
-        return await fut
 
     def _dispatch(self) -> None:
         """Give everything queued to one idle worker that is up."""
@@ -323,9 +328,7 @@ class FlightDelayPredictor(kserve.Model):
         # The requests that queued during this call go on the next loop turn, not now: the
         # callbacks already due then (requests read in this turn) join the call. Measured with
         # 8 connections: 4.0 rows a call instead of 3.75, and ~7 % more requests a second.
-        if not self._dispatch_scheduled:
-            self._dispatch_scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+        self._schedule_dispatch(asyncio.get_running_loop())
 
     @staticmethod
     def _deliver(items: list[Any], scores: np.ndarray | None, err: BaseException | None) -> None:

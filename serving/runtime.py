@@ -35,8 +35,9 @@ import numpy as np
 from mlops import features as F
 from mlops.artifacts import SCORE, SIGNATURE
 
-NUMERIC = tuple(n for n in F.FEATURE_NAMES if n in F.NUMERIC_FEATURES)
-CATEGORICAL = tuple(n for n in F.FEATURE_NAMES if n not in F.NUMERIC_FEATURES)
+# The packed inputs' column order: the contract's (``FEATURE_NAMES`` order within each kind).
+NUMERIC = F.NUMERIC_FEATURES
+CATEGORICAL = F.CATEGORICAL_FEATURES
 
 DEFAULT_CALL_TIMEOUT_S = 5.0
 """Deadline of one model call: ~0.27 ms of graph for this model, so seconds mean a hung process."""

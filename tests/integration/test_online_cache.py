@@ -237,14 +237,16 @@ def test_model_process_scores_like_the_model_and_survives_its_child(tmp_path: Pa
     numeric[3, 0] = np.nan
     categorical = np.array([[b"UA" if i % 2 else b"DL"] * len(CATEGORICAL) for i in range(16)],
                            dtype=object)  # fmt: skip
-    local = SavedModelScorer(model_dir).score(numeric, categorical)
+    scorer = SavedModelScorer(model_dir)
+    local = scorer.score(numeric, categorical)
     # The session that runs the packed inputs scores as the signature does, input by input,
     # on rows whose scores differ (a column mix-up would show).
     import tensorflow as tf
 
     signature = tf.saved_model.load(model_dir).signatures["serving_default"]
     small = numeric / 20
-    packed = SavedModelScorer(model_dir).score(small, categorical)
+    packed = scorer.score(small, categorical)
+    scorer.close()
     inputs = {n: tf.constant(small[:, i]) for i, n in enumerate(NUMERIC)}
     inputs.update({n: tf.constant(categorical[:, i].astype(bytes))
                    for i, n in enumerate(CATEGORICAL)})  # fmt: skip
